@@ -1,0 +1,58 @@
+"""Shared fixtures: quiet TensorFlow, a private dataset cache, tiny image folders, the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    env = os.environ.get("TFCAM_SHARED_DATA")
+    return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The offline material of ../shared/data; tests that need it skip with a reason if absent."""
+    path = shared_data()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared test material not found at {path} (set TFCAM_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Generated datasets go to a per-session cache unless CI points TFCAM_CACHE_DIR somewhere."""
+    if "TFCAM_CACHE_DIR" not in os.environ:
+        os.environ["TFCAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("tfcam-cache"))
+    yield
+
+
+def write_image(path: Path, array: np.ndarray, **save_kwargs) -> Path:
+    """Saves a uint8 array with Pillow, the format taken from the suffix."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save_kwargs)
+    return path
+
+
+def make_folder(
+    root: Path, classes=("a", "b"), per_class: int = 6, size: int = 24, seed: int = 0
+) -> Path:
+    """Class folders of small PNGs whose class is learnable (mean brightness differs by class)."""
+    rng = np.random.default_rng(seed)
+    for ci, cls in enumerate(classes):
+        for i in range(per_class):
+            base = 40 + 170 * ci / max(len(classes) - 1, 1)
+            img = np.clip(rng.normal(base, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            write_image(root / cls / f"{cls}_{i:03d}.png", img)
+    return root

@@ -1,0 +1,313 @@
+"""The ``tfcam`` command line: a thin shell over the library.
+
+TensorFlow is imported inside the commands that need it, never at module level, so ``tfcam --help``
+and every ``--help`` answer at once. Exit codes: 0 success; 2 a usage or input error (one line on
+stderr naming the bad value and the valid choices, no traceback); 1 anything unexpected; 130 when
+interrupted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import click
+
+from tfcam import __version__
+from tfcam.errors import TrainingDiverged, UserError
+
+log = logging.getLogger("tfcam")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"tfcam: {record.levelname.lower()}: {msg}"
+        return f"tfcam: {msg}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    log.handlers[:] = []
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+# Native log lines that TensorFlow writes before its logging is set up (so TF_CPP_MIN_LOG_LEVEL
+# cannot silence them): info lines, the absl banner, and the CUDA probe failing on CPU machines.
+_NATIVE_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] )"
+)
+_stderr_filter: dict = {}
+
+
+def _filter_native_stderr() -> None:
+    """Routes file descriptor 2 through a filter that drops TensorFlow's start-up chatter.
+
+    Only for the real terminal stderr (not under test runners), and not when TFCAM_TF_LOGS=1.
+    Everything else written to stderr passes through unchanged; at exit the filter is drained.
+    """
+    if _stderr_filter or os.environ.get("TFCAM_TF_LOGS") == "1" or sys.stderr is not sys.__stderr__:
+        return
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, OSError, ValueError):
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with (
+            os.fdopen(read_end, "rb") as src,
+            os.fdopen(os.dup(original), "wb", buffering=0) as dst,
+        ):
+            for line in src:
+                if not _NATIVE_NOISE.match(line):
+                    dst.write(line)
+
+    thread = threading.Thread(target=pump, name="tfcam-stderr-filter", daemon=True)
+    thread.start()
+
+    def drain() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # closes the pipe's last write end: the pump sees EOF
+        thread.join(timeout=5)
+
+    _stderr_filter["thread"] = thread
+    atexit.register(drain)
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ start-up chatter off the terminal (call before TF is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    _filter_native_stderr()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"tfcam: error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Maps exceptions to exit codes and one-line messages."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(
+                args=args,
+                prog_name=prog_name or "tfcam",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()), 2)
+        except UserError as e:
+            _fail(" ".join(str(e).split()), 2)
+        except TrainingDiverged as e:
+            _fail(str(e), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as e:
+            traceback.print_exc()
+            _fail(f"unexpected {type(e).__name__}: {e}", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(__version__, prog_name="tfcam")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def cli(quiet: bool) -> None:
+    """Transfer learning for image classification, and the heatmaps that show why.
+
+    \b
+    Start here:
+      tfcam experiments                    list the bundled experiments
+      tfcam fit --experiment shapes        train the synthetic default (no download)
+      tfcam evaluate runs/shapes-…         metrics of a finished run
+    """
+    _setup_logging(quiet)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def experiments(as_json: bool) -> None:
+    """List the bundled experiments with a one-line description each."""
+    from tfcam.config import list_experiments
+
+    items = list_experiments()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    width = max(map(len, items), default=0)
+    for name, desc in items.items():
+        click.echo(f"{name:<{width}}  {desc}")
+
+
+def _abs_if_path(value: str) -> str:
+    """Makes an existing path absolute, so a resumed run finds it from anywhere."""
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.exists() else value
+
+
+@cli.command()
+@click.option(
+    "-e", "--experiment", metavar="NAME|PATH.yaml", help="A bundled experiment name or a YAML file."
+)
+@click.option(
+    "--data-dir", metavar="DIR", help="Image folder (class subfolders), overrides data.data_dir."
+)
+@click.option(
+    "--weights", metavar="imagenet|none|PATH", help="Backbone weights, overrides model.weights."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field, e.g. --set train.epochs=3 (repeatable).",
+)
+@click.option(
+    "--run-dir", metavar="DIR", help="Where to write the run (default runs/<experiment>-<time>)."
+)
+@click.option(
+    "--resume", "resume_dir", metavar="RUN_DIR", help="Continue a killed or interrupted run."
+)
+@click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
+def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report) -> None:
+    """Train an experiment and write its run directory.
+
+    \b
+    Examples:
+      tfcam fit --experiment shapes
+      tfcam fit --experiment folder --data-dir ~/photos --set model.backbone=resnet50
+      tfcam fit --resume runs/shapes-20261123-101500
+    """
+    if resume_dir:
+        if experiment or data_dir or weights or overrides or run_dir:
+            raise UserError(
+                "--resume continues a run with its own saved config; do not combine it with "
+                "--experiment, --data-dir, --weights, --set or --run-dir"
+            )
+    elif not experiment:
+        raise UserError("Give --experiment NAME (see 'tfcam experiments') or --resume RUN_DIR")
+
+    cfg = None
+    if not resume_dir:
+        from tfcam.config import load_experiment
+
+        extra = {}
+        if data_dir is not None:
+            extra["data.data_dir"] = _abs_if_path(data_dir)
+        if weights is not None:
+            extra["model.weights"] = (
+                weights if weights in ("imagenet", "none") else _abs_if_path(weights)
+            )
+        cfg = load_experiment(experiment, overrides, extra=extra)
+        w = cfg.model.weights
+        if w not in ("imagenet", "none") and not Path(w).is_file():
+            raise UserError(
+                f"Weights file not found: '{w}'. Use --weights imagenet, none or an existing file"
+            )
+
+    _quiet_tensorflow()
+    from tfcam.train.fit import fit as run_fit
+
+    result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report)
+    click.echo(f"Run directory: {result.run_dir}")
+    for split, m in result.metrics.items():
+        click.echo(
+            f"{split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['n']} images)"
+        )
+    click.echo(f"Wall time: {result.seconds:.1f} s")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def evaluate(run_dir, split, as_json) -> None:
+    """Accuracy, loss and per-class precision/recall/F1 of a run; updates metrics.json."""
+    from tfcam.runs import Run
+
+    Run(run_dir).require_model()
+    _quiet_tensorflow()
+    from tfcam.train.evaluate import evaluate_run
+
+    summary, per_class = evaluate_run(run_dir, split)
+    if as_json:
+        click.echo(json.dumps({"split": split, **summary}, indent=2))
+        return
+    click.echo(
+        f"{split}: accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
+        f"macro F1 {summary['macro_f1']:.4f}  ({summary['n']} images)"
+    )
+    click.echo(per_class.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option(
+    "-k", "--top-k", default=3, show_default=True, help="How many classes to list per image."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def predict(run_dir, images, top_k, as_json) -> None:
+    """Predict the class of each IMAGE with a run's model."""
+    from tfcam.runs import Run
+
+    Run(run_dir).require_model()
+    _quiet_tensorflow()
+    from tfcam.train.evaluate import predict_images
+
+    results = predict_images(run_dir, list(images), top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"])
+        click.echo(f"{r['image']}: {r['predicted']} ({r['confidence']:.3f})   [{tops}]")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR")
+def report(run_dir) -> None:
+    """(Re)write a run's HTML report, RUN_DIR/report/index.html."""
+    from tfcam.report.html import write_report
+
+    click.echo(f"Report: {write_report(run_dir)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="tfcam")
+
+
+if __name__ == "__main__":
+    main()

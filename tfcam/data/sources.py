@@ -1,0 +1,307 @@
+"""Where the images of an experiment come from: class folders, splits, the shapes cache.
+
+Everything here is plain Python (no TensorFlow): it produces lists of ``(path, label)`` per split.
+Checking that the files decode is the pipeline's job (:func:`tfcam.data.pipeline.scan_files`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfcam.config import DataConfig
+from tfcam.data import shapes as shapes_mod
+from tfcam.errors import UserError
+from tfcam.paths import cache_dir
+
+SPLITS = ("train", "val", "test")
+#: Folder names accepted for each split when a dataset comes already split.
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+
+@dataclass
+class Splits:
+    """Files and integer labels per split, and the class names (label order).
+
+    Attributes:
+        class_names: Names in label order.
+        files: ``{split: [path, …]}`` for the splits that exist (``train`` always, others maybe).
+        labels: ``{split: [label, …]}`` aligned with ``files``.
+        root: The dataset folder.
+        boxes: ``{path: (x0, y0, x1, y1)}`` target boxes where the source has them (shapes).
+        how: How the splits were made, for the data report.
+    """
+
+    class_names: list[str]
+    files: dict[str, list[str]]
+    labels: dict[str, list[int]]
+    root: str
+    boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    how: str = ""
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{split: {class name: count}}``."""
+        out = {}
+        for split, labels in self.labels.items():
+            c = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self.class_names))
+            out[split] = {name: int(c[i]) for i, name in enumerate(self.class_names)}
+        return out
+
+    def drop(self, bad: set[str]) -> Splits:
+        """A copy without the files in ``bad``."""
+        files, labels = {}, {}
+        for split in self.files:
+            keep = [i for i, f in enumerate(self.files[split]) if f not in bad]
+            files[split] = [self.files[split][i] for i in keep]
+            labels[split] = [self.labels[split][i] for i in keep]
+        return Splits(self.class_names, files, labels, self.root, self.boxes, self.how)
+
+    def to_rows(self) -> list[tuple[str, str, str]]:
+        """``(split, path, class name)`` rows, for ``splits.csv``."""
+        return [
+            (split, f, self.class_names[lab])
+            for split in self.files
+            for f, lab in zip(self.files[split], self.labels[split], strict=True)
+        ]
+
+    @classmethod
+    def from_rows(
+        cls, rows: Sequence[Sequence[str]], class_names: list[str], root: str = ""
+    ) -> Splits:
+        index = {c: i for i, c in enumerate(class_names)}
+        files: dict[str, list[str]] = {}
+        labels: dict[str, list[int]] = {}
+        for split, path, name in rows:
+            files.setdefault(split, []).append(path)
+            labels.setdefault(split, []).append(index[name])
+        return cls(class_names, files, labels, root, how="read from splits.csv")
+
+
+def write_splits_csv(path: Path, splits: Splits) -> None:
+    from tfcam.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "path", "label"])
+        w.writerows(splits.to_rows())
+
+
+def read_splits_csv(path: Path, class_names: list[str]) -> Splits:
+    with open(path, newline="") as f:
+        rows = [(r["split"], r["path"], r["label"]) for r in csv.DictReader(f)]
+    return Splits.from_rows(rows, class_names)
+
+
+def load_splits(cfg: DataConfig, *, progress=None) -> Splits:
+    """Lists the experiment's images and splits them.
+
+    Args:
+        cfg: The data section of the experiment.
+        progress: Optional callable taking a message, for long steps (dataset generation).
+
+    Returns:
+        The splits, before any file is opened.
+
+    Raises:
+        UserError: Missing or empty data folder, inconsistent class folders.
+    """
+    if cfg.source == "shapes":
+        return shapes_splits(cfg, progress=progress)
+    if cfg.source == "folder":
+        if not cfg.data_dir:
+            raise UserError(
+                "The 'folder' source needs --data-dir DIR (class-named subfolders of images, "
+                "optionally inside train/, val/ and test/)"
+            )
+        return folder_splits(
+            Path(cfg.data_dir),
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.split_seed,
+        )
+    raise UserError(f"Unknown data source '{cfg.source}'. Choose from: shapes, folder")
+
+
+def shapes_splits(cfg: DataConfig, *, progress=None) -> Splits:
+    """Generates (once) and lists the synthetic shapes dataset."""
+    s = cfg.shapes
+    per_split = {"train": s.train_per_class, "val": s.val_per_class}
+    if s.test_per_class:
+        per_split["test"] = s.test_per_class
+    key = shapes_mod.dataset_key(s.classes, per_split, s.resolution, s.max_distractors, s.seed)
+    root = Path(cfg.data_dir) if cfg.data_dir else cache_dir() / "datasets" / f"shapes-{key}"
+    if not (root / "boxes.csv").is_file():
+        if progress:
+            n = sum(per_split.values()) * len(s.classes)
+            progress(f"Generating the shapes dataset ({n} images) in {root} …")
+        shapes_mod.generate(
+            root,
+            classes=s.classes,
+            per_split=per_split,
+            resolution=s.resolution,
+            max_distractors=s.max_distractors,
+            seed=s.seed,
+        )
+    splits = folder_splits(root, val_fraction=0.0, test_fraction=0.0, seed=0, class_order=s.classes)
+    splits.boxes = shapes_mod.read_boxes(root)
+    splits.how = "generated shapes dataset with fixed train/val/test folders"
+    return splits
+
+
+def _find_split_dirs(root: Path) -> dict[str, Path]:
+    found = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        for a in aliases:
+            if (root / a).is_dir():
+                found[split] = root / a
+                break
+    return found
+
+
+def _list_class_dir(folder: Path) -> list[str]:
+    """Every non-hidden file below a class folder (recursively), sorted; decoding decides later."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name not in ("Thumbs.db", "desktop.ini"):
+                out.append(str(Path(dirpath, name).resolve()))
+    return out
+
+
+def _class_folders(folder: Path) -> dict[str, list[str]]:
+    return {
+        d.name: _list_class_dir(d)
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+
+
+def folder_splits(
+    root: Path,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    class_order: Sequence[str] | None = None,
+) -> Splits:
+    """Class-named subfolders, with ``train/``, ``val/``, ``test/`` used when present.
+
+    Without split folders, every class is split on its own (stratified) with a fixed seed: each
+    class keeps at least one training image, and gets at least one validation image when it has
+    two or more and ``val_fraction > 0``. With only ``train/`` (and maybe ``test/``), validation
+    images are split off ``train/`` the same way.
+
+    Args:
+        root: The dataset folder.
+        val_fraction: Share of each class held out for validation, when splitting.
+        test_fraction: Share held out for testing, when splitting and no ``test/`` exists.
+        seed: Seed of the split.
+        class_order: Label order; defaults to sorted folder names.
+
+    Raises:
+        UserError: The folder is missing, has no class folders, or classes have no files.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(
+            f"Data folder not found: '{root}'. Expected class-named subfolders of images"
+        )
+    split_dirs = _find_split_dirs(root)
+    if split_dirs and "train" not in split_dirs:
+        names = ", ".join(p.name for p in split_dirs.values())
+        raise UserError(f"Data folder '{root}' has {names}/ but no train/ folder")
+
+    if split_dirs:
+        per_split = {split: _class_folders(d) for split, d in split_dirs.items()}
+        how = "split folders " + ", ".join(f"{p.name}/" for p in split_dirs.values())
+    else:
+        per_split = {"train": _class_folders(root)}
+        how = "class folders without split folders"
+
+    train_classes = [c for c, files in per_split["train"].items() if files]
+    if not train_classes:
+        where = split_dirs.get("train", root)
+        raise UserError(f"No class folders with files in '{where}'. Expected <class>/<image> files")
+    if class_order is not None:
+        missing = [c for c in class_order if c not in train_classes]
+        if missing:
+            raise UserError(f"Class folders missing in '{root}': {', '.join(missing)}")
+        class_names = list(class_order)
+    else:
+        class_names = sorted(train_classes)
+    if len(class_names) < 2:
+        raise UserError(
+            f"Need at least two classes, found one ('{class_names[0]}') in '{split_dirs.get('train', root)}'"
+        )
+    for split, classes in per_split.items():
+        extra = sorted(c for c, f in classes.items() if f and c not in class_names)
+        if extra:
+            raise UserError(
+                f"Split '{split}' has classes that train/ does not: {', '.join(extra)}. "
+                f"Classes: {', '.join(class_names)}"
+            )
+
+    index = {c: i for i, c in enumerate(class_names)}
+    files: dict[str, list[str]] = {}
+    labels: dict[str, list[int]] = {}
+    for split, classes in per_split.items():
+        files[split] = [f for c in class_names for f in classes.get(c, [])]
+        labels[split] = [index[c] for c in class_names for _ in classes.get(c, [])]
+
+    fractions = {}
+    if "val" not in files and val_fraction > 0:
+        fractions["val"] = val_fraction
+    if not split_dirs and test_fraction > 0:
+        fractions["test"] = test_fraction
+    if fractions:
+        files, labels = _stratified_split(
+            files["train"], labels["train"], fractions, seed, files, labels
+        )
+        how += f"; held out {', '.join(f'{k} {v:g}' for k, v in fractions.items())} of train, seed {seed}"
+    return Splits(class_names, files, labels, str(root), how=how)
+
+
+def _stratified_split(
+    train_files: list[str],
+    train_labels: list[int],
+    fractions: Mapping[str, float],
+    seed: int,
+    files: dict[str, list[str]],
+    labels: dict[str, list[int]],
+) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    rng = np.random.default_rng(seed)
+    out_files = {k: v for k, v in files.items() if k != "train"}
+    out_labels = {k: v for k, v in labels.items() if k != "train"}
+    new = {"train": ([], [])} | {k: ([], []) for k in fractions}
+    tl = np.asarray(train_labels)
+    for lab in np.unique(tl):
+        idx = np.flatnonzero(tl == lab)
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        start = 0
+        for split, frac in fractions.items():
+            k = round(frac * n)
+            if frac > 0 and k == 0 and n - start >= 2:
+                k = 1
+            k = min(k, n - start - 1)  # always keep one for training
+            for i in idx[start : start + k]:
+                new[split][0].append(train_files[i])
+                new[split][1].append(int(lab))
+            start += k
+        for i in sorted(idx[start:]):
+            new["train"][0].append(train_files[i])
+            new["train"][1].append(int(lab))
+    for split, (f, lab) in new.items():
+        out_files[split], out_labels[split] = f, lab
+    order = [s for s in ("train", "val", "test") if s in out_files]
+    return {s: out_files[s] for s in order}, {s: out_labels[s] for s in order}

@@ -1,0 +1,41 @@
+"""Errors that are the user's to fix (bad names, values, paths), as opposed to bugs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(ValueError):
+    """A usage or input error: the message names the bad value and the valid choices.
+
+    The CLI prints the message on one line and exits with code 2. Library users can catch it as a
+    ``ValueError``.
+    """
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+def choices_message(what: str, received: object, choices: Iterable[str], *, limit: int = 40) -> str:
+    """Builds "Unknown <what> 'x'. Did you mean 'y'? Choose from: a, b, c".
+
+    Args:
+        what: The kind of thing, e.g. "experiment" or "layer".
+        received: The value the user gave.
+        choices: The valid values.
+        limit: At most this many choices are listed; the rest are counted.
+
+    Returns:
+        A one-line message.
+    """
+    choices = list(choices)
+    msg = f"Unknown {what} '{received}'."
+    close = difflib.get_close_matches(str(received), choices, n=3, cutoff=0.6)
+    if close:
+        msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    shown = ", ".join(choices[:limit])
+    if len(choices) > limit:
+        shown += f", … ({len(choices) - limit} more)"
+    return f"{msg} Choose from: {shown}"

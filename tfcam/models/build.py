@@ -1,0 +1,239 @@
+"""Building transfer models: flat functional graphs, preprocessing inside, a head named ``predictions``.
+
+The backbone is not nested as a sub-model: its layers are applied to the outer model's own input
+tensor, so every backbone layer is a layer of the classifier and ``model.get_layer("out_relu")``
+works, as does ``keras.Model(model.inputs, model.get_layer(name).output)`` (no "Graph disconnected",
+the most reported failure of peer tools with nested models).
+
+Layer naming contract (other parts rely on it):
+    * ``image``: the input, raw RGB in [0, 255];
+    * ``preprocess``: the :class:`~tfcam.models.layers.Preprocess` layer;
+    * ``head_*``: head layers (pooling, dense, dropout);
+    * ``predictions``: the output layer (softmax, or sigmoid for a binary model);
+    * everything else belongs to the backbone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from tfcam.errors import UserError, choices_message
+from tfcam.models.layers import Preprocess
+from tfcam.models.registry import Backbone, get_backbone
+
+HEAD_PREFIX = "head_"
+OUTPUT_NAME = "predictions"
+
+
+def _resolve(path: str):
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _weights_arg(weights: str | os.PathLike | None, backbone: Backbone) -> str | None:
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights) == "imagenet":
+        if not backbone.imagenet:
+            raise UserError(
+                f"Backbone '{backbone.name}' has no ImageNet weights; use weights='none' or a file"
+            )
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"Weights file not found: '{weights}'. Use imagenet, none or an existing file"
+        )
+    return str(path)
+
+
+def build_classifier(
+    *,
+    backbone: str,
+    num_classes: int,
+    image_size: int | Sequence[int],
+    weights: str | os.PathLike | None = None,
+    options: Mapping[str, Any] | None = None,
+    head: str = "gap",
+    hidden_units: int = 0,
+    dropout: float = 0.0,
+    binary: bool = False,
+) -> keras.Model:
+    """Builds a classifier: input → preprocessing → backbone layers → head → ``predictions``.
+
+    Args:
+        backbone: A registry name (``tfcam.models.BACKBONES``).
+        num_classes: Number of classes (2 or more).
+        image_size: Input side, or ``(height, width)``.
+        weights: ``"imagenet"``, ``None``/``"none"`` (random) or a path to a weights file of the
+            backbone without its top (``.weights.h5`` or legacy ``.h5``).
+        options: Backbone options (e.g. ``{"alpha": 0.35}``), checked against the registry.
+        head: ``"gap"`` (global average pooling) or ``"flatten"``.
+        hidden_units: Size of a hidden dense layer (ReLU) in the head; 0 for none.
+        dropout: Dropout rate before the output layer.
+        binary: One sigmoid unit instead of a softmax (needs ``num_classes == 2``).
+
+    Returns:
+        An uncompiled functional ``keras.Model`` taking float images ``[N, H, W, 3]`` in [0, 255].
+
+    Raises:
+        UserError: Unknown backbone or option, missing weights file, weights that do not fit.
+    """
+    bb = get_backbone(backbone)
+    opts = bb.resolve_options(options)
+    if num_classes < 2:
+        raise UserError(f"A classifier needs at least 2 classes, got {num_classes}")
+    if binary and num_classes != 2:
+        raise UserError(f"model.binary needs exactly 2 classes, got {num_classes}")
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if min(h, w) < bb.min_size:
+        raise UserError(
+            f"Backbone '{bb.name}' needs inputs of at least {bb.min_size} px, got {h}×{w}"
+        )
+    weights_arg = _weights_arg(weights, bb)
+
+    inputs = keras.Input((h, w, 3), name="image")
+    x = Preprocess(bb.preprocess, name="preprocess")(inputs)
+    ctor = _resolve(bb.constructor)
+    if bb.applications:
+        from_file = weights_arg not in (None, "imagenet")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                base = ctor(include_top=False, weights=weights_arg, input_tensor=x, **opts)
+            except ValueError as e:
+                if from_file:
+                    first = str(e).strip().splitlines()[0][:300]
+                    raise UserError(
+                        f"Weights file '{weights}' does not fit backbone '{bb.name}' with options {opts}: {first}"
+                    ) from None
+                raise
+        skipped = [
+            w for w in caught if "Skipping" in str(w.message) or "mismatch" in str(w.message)
+        ]
+        if from_file and skipped:
+            raise UserError(
+                f"Weights file '{weights}' does not fit backbone '{bb.name}' with options {opts}: "
+                f"{len(skipped)} parts of it did not load ({str(skipped[0].message).splitlines()[0][:200]})"
+            )
+        for w in caught:
+            if w not in skipped:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        features = base.output
+    else:
+        features = ctor(x, **opts)
+        if weights_arg is not None:
+            _load_backbone_weights(inputs, features, weights_arg, bb)
+
+    if head == "gap":
+        y = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
+    elif head == "flatten":
+        y = layers.Flatten(name=f"{HEAD_PREFIX}flatten")(features)
+    else:
+        raise UserError(f"Unknown head '{head}'. Choose from: gap, flatten")
+    if hidden_units:
+        y = layers.Dense(hidden_units, activation="relu", name=f"{HEAD_PREFIX}dense")(y)
+    if dropout:
+        y = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(y)
+    if binary:
+        outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(y)
+    else:
+        outputs = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(y)
+    return keras.Model(inputs, outputs, name=f"{bb.name}_classifier")
+
+
+def _load_backbone_weights(inputs, features, path: str, bb: Backbone) -> None:
+    backbone_model = keras.Model(inputs, features)
+    try:
+        backbone_model.load_weights(path)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise UserError(
+            f"Weights file '{path}' does not fit backbone '{bb.name}': {first}"
+        ) from None
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The backbone's layers, in topological order (everything but input, preprocess and head)."""
+    return [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+        and layer.name != "preprocess"
+        and layer.name != OUTPUT_NAME
+        and not layer.name.startswith(HEAD_PREFIX)
+    ]
+
+
+def set_backbone_trainable(
+    model: keras.Model,
+    trainable: bool,
+    *,
+    from_layer: str | None = None,
+    top: int = 0,
+    train_batchnorm: bool = False,
+) -> int:
+    """Freezes or unfreezes the backbone; the head stays trainable.
+
+    With ``trainable=True`` and ``from_layer`` or ``top``, only the layers from ``from_layer`` on,
+    or the last ``top`` layers, are unfrozen. Batch normalisation layers stay frozen (and so run
+    in inference mode) unless ``train_batchnorm``: fine-tuning with batch statistics of small
+    batches would wreck the pretrained statistics.
+
+    Args:
+        model: A model from :func:`build_classifier`.
+        trainable: Unfreeze (True) or freeze (False).
+        from_layer: Name of the first backbone layer to unfreeze.
+        top: Number of backbone layers (counted from the top) to unfreeze.
+        train_batchnorm: Let batch normalisation layers train too.
+
+    Returns:
+        The number of backbone layers left trainable.
+
+    Raises:
+        UserError: ``from_layer`` is not a backbone layer.
+    """
+    bl = backbone_layers(model)
+    start = 0
+    if trainable and from_layer is not None:
+        names = [layer.name for layer in bl]
+        if from_layer not in names:
+            raise UserError(choices_message("layer", from_layer, names[::-1], limit=30))
+        start = names.index(from_layer)
+    elif trainable and top:
+        start = max(len(bl) - top, 0)
+    n = 0
+    for i, layer in enumerate(bl):
+        on = trainable and i >= start
+        if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
+            on = False
+        layer.trainable = on
+        n += int(on)
+    for layer in model.layers:
+        if layer.name == OUTPUT_NAME or layer.name.startswith(HEAD_PREFIX):
+            layer.trainable = True
+    return n
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a ``.keras`` model saved by tfcam (or any Keras 3 model).
+
+    Raises:
+        UserError: The file is missing or is not a Keras model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Model file not found: '{path}'")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise UserError(f"Cannot load model '{path}': {first}") from None

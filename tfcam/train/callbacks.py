@@ -1,0 +1,178 @@
+"""Training callbacks: history with phases, atomic backups for ``--resume``, best checkpoint, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from tfcam.io import atomic_path, read_json, write_json
+from tfcam.runs import HISTORY_COLUMNS, read_history
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes ``history.csv`` after every epoch (whole file, atomically).
+
+    Epochs are numbered from 1 across both phases. When an epoch is run again after a resume, its
+    old row is replaced, so every epoch appears exactly once.
+
+    Args:
+        path: The CSV file.
+        phase: Phase number written in the ``phase`` column.
+    """
+
+    def __init__(self, path: str | Path, phase: int):
+        super().__init__()
+        self.path = Path(path)
+        self.phase = phase
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        row = {"epoch": epoch + 1, "phase": self.phase}
+        for key, value in logs.items():
+            row[key] = float(value)
+        if "learning_rate" not in row and self.model is not None:
+            try:
+                row["learning_rate"] = float(
+                    keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+                )
+            except (AttributeError, TypeError, ValueError):
+                pass
+        row["seconds"] = round(time.perf_counter() - self._start, 3)
+        df = read_history(self.path)
+        df = df[df["epoch"] < epoch + 1] if len(df) else df
+        df = (
+            pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+            if len(df)
+            else pd.DataFrame([row])
+        )
+        cols = [c for c in HISTORY_COLUMNS if c in df.columns] + [
+            c for c in df.columns if c not in HISTORY_COLUMNS
+        ]
+        with atomic_path(self.path) as tmp:
+            df[cols].to_csv(tmp, index=False)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.tripped_at: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.tripped_at is None:
+            self.tripped_at = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose files are written atomically and that never backs up NaN weights.
+
+    Keras writes the weights and then the epoch counter in place; a kill between or during the two
+    writes could leave a backup that does not load. Here both are written to temporary files and
+    renamed, weights first, so the counter never points past the saved weights.
+
+    Args:
+        backup_dir: Folder of the backup (one per training phase).
+        guard: The run's :class:`NaNGuard`; once it trips, backups stop.
+    """
+
+    def __init__(self, backup_dir: str | Path, guard: NaNGuard | None = None):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.guard = guard
+
+    def _save_model(self):
+        if self.guard is not None and self.guard.tripped_at is not None:
+            return
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        with atomic_path(self._training_metadata_path) as tmp:
+            tmp.write_text(json.dumps(meta))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the best model so far as ``best.keras`` (atomically), with ``best.json`` beside it.
+
+    The best value survives a resume: it is read back from ``best.json``.
+
+    Args:
+        folder: The checkpoints folder.
+        monitor: ``val_accuracy`` (higher is better) or ``val_loss`` (lower is better).
+        guard: The run's :class:`NaNGuard`; nothing is saved once it trips.
+    """
+
+    def __init__(
+        self, folder: str | Path, monitor: str = "val_accuracy", guard: NaNGuard | None = None
+    ):
+        super().__init__()
+        self.folder = Path(folder)
+        self.monitor = monitor
+        self.guard = guard
+        self.higher_is_better = not monitor.endswith("loss")
+        info = self.info()
+        self.best = info.get("value") if info else None
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / "best.keras"
+
+    @property
+    def info_path(self) -> Path:
+        return self.folder / "best.json"
+
+    def info(self) -> dict:
+        return read_json(self.info_path) if self.info_path.is_file() else {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.tripped_at is not None:
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        better = self.best is None or (
+            value > self.best if self.higher_is_better else value < self.best
+        )
+        if better:
+            self.best = value
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.model_path) as tmp:
+                self.model.save(tmp)
+            write_json(
+                self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value}
+            )
+
+
+def step_or_cosine_schedule(
+    kind: str, base_lr: float, epochs: int, *, step_every: int = 10, gamma: float = 0.1
+):
+    """Per-epoch learning rate within a phase: ``f(epoch_in_phase) -> lr``.
+
+    ``constant``: ``base_lr``; ``step``: multiplied by ``gamma`` every ``step_every`` epochs;
+    ``cosine``: from ``base_lr`` down towards 0 over the phase (half a cosine period).
+    """
+
+    def f(e: int) -> float:
+        if kind == "step":
+            return base_lr * gamma ** (e // step_every)
+        if kind == "cosine":
+            return 0.5 * base_lr * (1 + math.cos(math.pi * e / max(epochs, 1)))
+        return base_lr
+
+    return f

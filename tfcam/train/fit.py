@@ -1,0 +1,375 @@
+"""``tfcam fit``: data → model → two training phases → run directory.
+
+Phase 1 trains the head over a frozen backbone (batch normalisation in inference mode), or the
+whole network when ``train.freeze_backbone`` is false (training from scratch). Phase 2, when
+``train.fine_tune.epochs > 0``, unfreezes the top of the backbone and trains on at a lower
+learning rate. Every epoch is backed up so that ``--resume`` continues a killed run from the last
+finished epoch, in whichever phase it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcam.config import ExperimentConfig
+from tfcam.data.pipeline import make_dataset, scan_files
+from tfcam.data.sources import Splits, load_splits, read_splits_csv, write_splits_csv
+from tfcam.errors import TrainingDiverged, UserError
+from tfcam.io import atomic_path, write_json
+from tfcam.models.build import build_classifier, set_backbone_trainable
+from tfcam.runs import Run, default_run_dir
+from tfcam.train import callbacks as cb
+from tfcam.train.evaluate import evaluate_model_on_split
+
+log = logging.getLogger("tfcam")
+
+
+@dataclass
+class FitResult:
+    """What a finished ``fit`` produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fit(
+    cfg: ExperimentConfig | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    verbose: int | str = "auto",
+    report: bool = True,
+) -> FitResult:
+    """Trains an experiment into a run directory.
+
+    Args:
+        cfg: The experiment (ignored on resume: the run's own ``config.yaml`` is used).
+        run_dir: Where to write; defaults to ``runs/<experiment>-<timestamp>``.
+        resume: Continue the run in ``run_dir`` from its last finished epoch.
+        verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+        report: Write ``report/index.html`` at the end.
+
+    Returns:
+        The run directory, its metrics and the wall time.
+
+    Raises:
+        UserError: Bad data, config or run directory.
+        TrainingDiverged: The loss became NaN or infinite (the last good checkpoint is kept).
+    """
+    t0 = time.perf_counter()
+    if resume:
+        if run_dir is None:
+            raise UserError("--resume needs the run directory to continue")
+        run = Run(run_dir).require()
+        cfg = run.config()
+        state = run.state()
+        if state.get("status") == "completed":
+            raise UserError(f"Run '{run.path}' is already complete; nothing to resume")
+        log.info("Resuming %s (status: %s)", run.path, state.get("status", "unknown"))
+    else:
+        if cfg is None:
+            raise ValueError("fit() needs a config unless resume=True")
+        run = Run(run_dir if run_dir is not None else default_run_dir(cfg.name))
+        run.create()
+        run.write_config(cfg)
+        state = {}
+    run.update_state(status="running", phase_done=state.get("phase_done", 0))
+
+    try:
+        result = _fit(cfg, run, verbose=verbose)
+    except KeyboardInterrupt:
+        run.update_state(status="interrupted")
+        raise
+    except TrainingDiverged as e:
+        run.update_state(status="diverged", error=str(e))
+        raise
+    except BaseException as e:
+        run.update_state(status="failed", error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    result.seconds = time.perf_counter() - t0
+    run.update_state(status="completed", seconds=round(result.seconds, 1))
+    if report:
+        from tfcam.report.html import write_report
+
+        path = write_report(run.path)
+        log.info("Report: %s", path)
+    return result
+
+
+def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
+    """Lists, checks and splits the images; writes ``splits.csv``, ``class_names.json`` and
+    ``data_report.json``. On resume the run's saved split is reused as it is."""
+    if (
+        run.splits_path.is_file()
+        and run.class_names_path.is_file()
+        and run.data_report_path.is_file()
+    ):
+        return read_splits_csv(run.splits_path, run.class_names())
+
+    splits = load_splits(cfg.data, progress=log.info)
+    all_files = [f for split in splits.files.values() for f in split]
+    scan = scan_files(all_files, image_size=cfg.data.image_size, progress=log.info)
+    good = splits.drop(set(scan.bad))
+    empty = [c for c, n in good.counts()["train"].items() if n == 0]
+    if empty:
+        raise UserError(
+            f"No usable training images for class(es) {', '.join(empty)} in '{splits.root}' "
+            f"({len(scan.bad)} files could not be read)"
+        )
+    if "val" not in good.files or not good.files["val"]:
+        raise UserError(
+            "No validation images: add a val/ folder or set data.val_fraction above 0 "
+            f"(received data.val_fraction={cfg.data.val_fraction})"
+        )
+    if scan.bad:
+        shown = "; ".join(f"{Path(p).name} ({r})" for p, r in list(scan.bad.items())[:20])
+        more = f"; and {len(scan.bad) - 20} more" if len(scan.bad) > 20 else ""
+        log.warning(
+            "Skipped %d of %d files that cannot be used as images: %s%s (all listed in %s)",
+            len(scan.bad),
+            len(all_files),
+            shown,
+            more,
+            run.data_report_path,
+        )
+    if scan.suspicious:
+        shown = "; ".join(f"{Path(p).name} ({r})" for p, r in list(scan.suspicious.items())[:10])
+        log.warning(
+            "Kept %d images that look odd: %s (listed in data_report.json)",
+            len(scan.suspicious),
+            shown,
+        )
+
+    sizes = np.array(list(scan.sizes.values()) or [(0, 0)])
+    report = {
+        "source": cfg.data.source,
+        "root": splits.root,
+        "how": splits.how,
+        "classes": splits.class_names,
+        "counts": good.counts(),
+        "totals": {s: len(f) for s, f in good.files.items()},
+        "skipped": [{"path": p, "reason": r} for p, r in scan.bad.items()],
+        "suspicious": [{"path": p, "reason": r} for p, r in scan.suspicious.items()],
+        "image_sizes": {
+            "min_hw": sizes.min(axis=0).tolist(),
+            "median_hw": np.median(sizes, axis=0).astype(int).tolist(),
+            "max_hw": sizes.max(axis=0).tolist(),
+        },
+    }
+    write_splits_csv(run.splits_path, good)
+    write_json(run.class_names_path, good.class_names)
+    write_json(run.data_report_path, report)
+    return good
+
+
+def _optimizer(name: str, lr: float, cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
+    t = cfg.train
+    wd = t.weight_decay or None
+    if name == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=wd
+        )
+    return keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
+
+
+def _compile(model: keras.Model, cfg: ExperimentConfig, lr: float) -> None:
+    if cfg.model.binary:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=cfg.train.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg), loss=loss, metrics=metrics)
+
+
+def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
+    keras.utils.set_random_seed(cfg.train.seed)
+    splits = prepare_data(cfg, run)
+    d, m, t = cfg.data, cfg.model, cfg.train
+    n_classes = len(splits.class_names)
+    common = dict(
+        image_size=d.image_size,
+        batch_size=d.batch_size,
+        num_classes=n_classes,
+        resize=d.resize,
+        binary=m.binary,
+        cache=d.cache,
+    )
+    train_ds = make_dataset(
+        files=splits.files["train"],
+        labels=splits.labels["train"],
+        mode="train",
+        augment=d.augment,
+        seed=t.seed,
+        **common,
+    )
+    val_ds = make_dataset(
+        files=splits.files["val"], labels=splits.labels["val"], mode="eval", **common
+    )
+
+    model = build_classifier(
+        backbone=m.backbone,
+        num_classes=n_classes,
+        image_size=d.image_size,
+        weights=m.weights,
+        options=m.options,
+        head=m.head,
+        hidden_units=m.hidden_units,
+        dropout=m.dropout,
+        binary=m.binary,
+    )
+    log.info(
+        "Model: %s (%s), %d classes, %s parameters",
+        m.backbone,
+        "random initialisation" if m.weights == "none" else f"weights {m.weights}",
+        n_classes,
+        f"{model.count_params():,}",
+    )
+    guard = cb.NaNGuard()
+    best = cb.BestCheckpoint(run.checkpoints, monitor=t.monitor, guard=guard)
+    phase1_end = run.checkpoints / "phase1_end.weights.h5"
+    state = run.state()
+    total = t.epochs + t.fine_tune.epochs
+    if verbose == "auto":
+        import sys
+
+        verbose = 1 if sys.stdout.isatty() else 2
+
+    def callbacks(phase: int, base_lr: float, first_epoch: int, n_epochs: int) -> list:
+        sched = cb.step_or_cosine_schedule(
+            t.schedule, base_lr, n_epochs, step_every=t.step_every, gamma=t.gamma
+        )
+        cbs = [
+            guard,
+            keras.callbacks.LearningRateScheduler(lambda e, _lr: sched(e - first_epoch)),
+            cb.HistoryCSV(run.history_path, phase),
+            best,
+            keras.callbacks.TensorBoard(
+                log_dir=str(run.tensorboard), write_graph=False, profile_batch=0
+            ),
+        ]
+        if t.early_stopping_patience:
+            cbs.append(
+                keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience)
+            )
+        cbs.append(cb.AtomicBackupAndRestore(run.checkpoints / f"backup_phase{phase}", guard=guard))
+        return cbs
+
+    # Phase 1
+    if state.get("phase_done", 0) < 1 and t.epochs > 0:
+        if t.freeze_backbone:
+            set_backbone_trainable(model, False)
+        else:
+            set_backbone_trainable(model, True, train_batchnorm=True)
+        _compile(model, cfg, t.learning_rate)
+        log.info(
+            "Phase 1: %d epoch(s), %s backbone",
+            t.epochs,
+            "frozen" if t.freeze_backbone else "trainable",
+        )
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=t.epochs,
+            verbose=verbose,
+            shuffle=False,
+            callbacks=callbacks(1, t.learning_rate, 0, t.epochs),
+        )
+        _check_diverged(guard, best, t.learning_rate)
+        if t.fine_tune.epochs > 0:
+            with atomic_path(phase1_end) as tmp:
+                model.save_weights(str(tmp))
+        run.update_state(phase_done=1)
+    elif t.fine_tune.epochs > 0 and phase1_end.is_file():
+        model.load_weights(str(phase1_end))
+
+    # Phase 2
+    ft = t.fine_tune
+    if ft.epochs > 0 and run.state().get("phase_done", 0) < 2:
+        n = set_backbone_trainable(
+            model,
+            True,
+            from_layer=ft.unfreeze_from,
+            top=ft.unfreeze_top,
+            train_batchnorm=ft.train_batchnorm,
+        )
+        _compile(model, cfg, ft.learning_rate)
+        log.info(
+            "Phase 2: %d epoch(s), %d backbone layers unfrozen, learning rate %g",
+            ft.epochs,
+            n,
+            ft.learning_rate,
+        )
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=t.epochs,
+            epochs=total,
+            verbose=verbose,
+            shuffle=False,
+            callbacks=callbacks(2, ft.learning_rate, t.epochs, ft.epochs),
+        )
+        _check_diverged(guard, best, ft.learning_rate)
+        run.update_state(phase_done=2)
+
+    # Final model: the best checkpoint's weights, or the last epoch's.
+    if t.restore_best and best.model_path.is_file():
+        info = best.info()
+        best_model = keras.saving.load_model(best.model_path, compile=False)
+        model.set_weights(best_model.get_weights())
+        log.info(
+            "Final model: best epoch %s (%s %.4f)",
+            info.get("epoch"),
+            info.get("monitor"),
+            info.get("value"),
+        )
+    with atomic_path(run.model_path) as tmp:
+        model.save(tmp)
+
+    metrics = {}
+    for split in ("val", "test"):
+        if splits.files.get(split):
+            summary, _ = evaluate_model_on_split(model, run, split)
+            metrics[split] = summary
+            log.info(
+                "%s: accuracy %.4f, loss %.4f (%d images)",
+                split,
+                summary["accuracy"],
+                summary["loss"],
+                summary["n"],
+            )
+    for phase in (1, 2):
+        _remove_tree(run.checkpoints / f"backup_phase{phase}")
+    return FitResult(run_dir=run.path, metrics=metrics)
+
+
+def _check_diverged(guard: cb.NaNGuard, best: cb.BestCheckpoint, lr: float) -> None:
+    if guard.tripped_at is None:
+        return
+    epoch, batch = guard.tripped_at
+    info = best.info()
+    kept = (
+        f"The last good checkpoint is kept: {best.model_path} (epoch {info['epoch']}, "
+        f"{info['monitor']} {info['value']:.4f})."
+        if info
+        else "No epoch finished before that, so there is no checkpoint."
+    )
+    raise TrainingDiverged(
+        f"Training stopped: the loss became NaN or infinite at epoch {epoch}, batch {batch}. {kept} "
+        f"Try a lower learning rate (it was {lr:g})."
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
