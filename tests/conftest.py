@@ -56,3 +56,14 @@ def make_folder(
             img = np.clip(rng.normal(base, 20, (size, size, 3)), 0, 255).astype(np.uint8)
             write_image(root / cls / f"{cls}_{i:03d}.png", img)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished run of the ``shapes_tiny`` experiment, shared by tests that only read it."""
+    from tfcam.config import load_experiment
+    from tfcam.train.fit import fit
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    fit(load_experiment("shapes_tiny"), run_dir, verbose=0)
+    return run_dir

@@ -42,6 +42,7 @@ def test_overrides_are_typed():
     assert cfg.model.options == {"alpha": 0.35}
     assert cfg.data.augment["hflip"] == 0.25
     assert cfg.train.fine_tune.unfreeze_from is None
+    assert config.from_dict(yaml.safe_load(config.to_yaml(cfg))) == cfg  # plain values, dumpable
 
 
 def test_switching_backbone_drops_the_old_backbones_options():

@@ -221,6 +221,7 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
     cfg = None
     if not resume_dir:
         from tfcam.config import load_experiment
+        from tfcam.data.sources import check_data_config
 
         extra = {}
         if data_dir is not None:
@@ -230,6 +231,7 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
                 weights if weights in ("imagenet", "none") else _abs_if_path(weights)
             )
         cfg = load_experiment(experiment, overrides, extra=extra)
+        check_data_config(cfg.data)
         w = cfg.model.weights
         if w not in ("imagenet", "none") and not Path(w).is_file():
             raise UserError(

@@ -450,7 +450,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
-            return value
+            return allowed[allowed.index(value)]  # the plain value, not a command-line string
         raise UserError(
             f"Invalid value for {key}: {value!r}. Choose from: {', '.join(map(str, allowed))}"
         )

@@ -101,6 +101,24 @@ def read_splits_csv(path: Path, class_names: list[str]) -> Splits:
     return Splits.from_rows(rows, class_names)
 
 
+def check_data_config(cfg: DataConfig) -> None:
+    """Cheap checks of the data section before anything is written or TensorFlow is loaded.
+
+    Raises:
+        UserError: The folder source has no ``--data-dir``, or the folder does not exist.
+    """
+    if cfg.source == "folder":
+        if not cfg.data_dir:
+            raise UserError(
+                "The 'folder' source needs --data-dir DIR (class-named subfolders of images, "
+                "optionally inside train/, val/ and test/)"
+            )
+        if not Path(cfg.data_dir).expanduser().is_dir():
+            raise UserError(
+                f"Data folder not found: '{cfg.data_dir}'. Expected class-named subfolders of images"
+            )
+
+
 def load_splits(cfg: DataConfig, *, progress=None) -> Splits:
     """Lists the experiment's images and splits them.
 
@@ -117,11 +135,7 @@ def load_splits(cfg: DataConfig, *, progress=None) -> Splits:
     if cfg.source == "shapes":
         return shapes_splits(cfg, progress=progress)
     if cfg.source == "folder":
-        if not cfg.data_dir:
-            raise UserError(
-                "The 'folder' source needs --data-dir DIR (class-named subfolders of images, "
-                "optionally inside train/, val/ and test/)"
-            )
+        check_data_config(cfg)
         return folder_splits(
             Path(cfg.data_dir),
             val_fraction=cfg.val_fraction,

@@ -20,7 +20,13 @@ import numpy as np
 
 from tfcam.config import ExperimentConfig
 from tfcam.data.pipeline import make_dataset, scan_files
-from tfcam.data.sources import Splits, load_splits, read_splits_csv, write_splits_csv
+from tfcam.data.sources import (
+    Splits,
+    check_data_config,
+    load_splits,
+    read_splits_csv,
+    write_splits_csv,
+)
 from tfcam.errors import TrainingDiverged, UserError
 from tfcam.io import atomic_path, write_json
 from tfcam.models.build import build_classifier, set_backbone_trainable
@@ -77,6 +83,7 @@ def fit(
     else:
         if cfg is None:
             raise ValueError("fit() needs a config unless resume=True")
+        check_data_config(cfg.data)
         run = Run(run_dir if run_dir is not None else default_run_dir(cfg.name))
         run.create()
         run.write_config(cfg)
