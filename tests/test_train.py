@@ -285,3 +285,20 @@ def test_sigkill_during_third_epoch_then_resume(tmp_path):
     model = keras.saving.load_model(run_dir / "model.keras")
     assert model.get_layer("predictions").output.shape[-1] == 3
     assert json.loads((run_dir / "state.json").read_text())["status"] == "completed"
+
+
+def test_resume_after_the_last_phase_keeps_its_weights(tmp_path):
+    # Killed after training finished but before model.keras was written: the resume must not
+    # start from fresh weights (nor train again), but finish from the phase's saved end state.
+    cfg = config.load_experiment("shapes_tiny", ["train.restore_best=false", "train.epochs=1"])
+    result = fit(cfg, tmp_path / "run", verbose=0, report=False)
+    run_dir = result.run_dir
+    first = keras.saving.load_model(run_dir / "model.keras")
+    (run_dir / "model.keras").unlink()
+    state = json.loads((run_dir / "state.json").read_text())
+    (run_dir / "state.json").write_text(json.dumps({**state, "status": "interrupted"}))
+    fit(None, run_dir, resume=True, verbose=0, report=False)
+    again = keras.saving.load_model(run_dir / "model.keras")
+    for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1]

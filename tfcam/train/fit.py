@@ -242,9 +242,7 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
     )
     guard = cb.NaNGuard()
     best = cb.BestCheckpoint(run.checkpoints, monitor=t.monitor, guard=guard)
-    phase1_end = run.checkpoints / "phase1_end.weights.h5"
     state = run.state()
-    total = t.epochs + t.fine_tune.epochs
     if verbose == "auto":
         import sys
 
@@ -270,37 +268,14 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
         cbs.append(cb.AtomicBackupAndRestore(run.checkpoints / f"backup_phase{phase}", guard=guard))
         return cbs
 
-    # Phase 1
-    if state.get("phase_done", 0) < 1 and t.epochs > 0:
+    def prepare_phase1() -> str:
         if t.freeze_backbone:
             set_backbone_trainable(model, False)
-        else:
-            set_backbone_trainable(model, True, train_batchnorm=True)
-        _compile(model, cfg, t.learning_rate)
-        log.info(
-            "Phase 1: %d epoch(s), %s backbone",
-            t.epochs,
-            "frozen" if t.freeze_backbone else "trainable",
-        )
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=t.epochs,
-            verbose=verbose,
-            shuffle=False,
-            callbacks=callbacks(1, t.learning_rate, 0, t.epochs),
-        )
-        _check_diverged(guard, best, t.learning_rate)
-        if t.fine_tune.epochs > 0:
-            with atomic_path(phase1_end) as tmp:
-                model.save_weights(str(tmp))
-        run.update_state(phase_done=1)
-    elif t.fine_tune.epochs > 0 and phase1_end.is_file():
-        model.load_weights(str(phase1_end))
+            return "frozen backbone"
+        set_backbone_trainable(model, True, train_batchnorm=True)
+        return "whole network trainable"
 
-    # Phase 2
-    ft = t.fine_tune
-    if ft.epochs > 0 and run.state().get("phase_done", 0) < 2:
+    def prepare_phase2() -> str:
         n = set_backbone_trainable(
             model,
             True,
@@ -308,24 +283,37 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
             top=ft.unfreeze_top,
             train_batchnorm=ft.train_batchnorm,
         )
-        _compile(model, cfg, ft.learning_rate)
-        log.info(
-            "Phase 2: %d epoch(s), %d backbone layers unfrozen, learning rate %g",
-            ft.epochs,
-            n,
-            ft.learning_rate,
-        )
+        return f"{n} backbone layers unfrozen"
+
+    ft = t.fine_tune
+    phases = []
+    if t.epochs > 0:
+        phases.append((1, t.learning_rate, 0, t.epochs, prepare_phase1))
+    if ft.epochs > 0:
+        phases.append((2, ft.learning_rate, t.epochs, ft.epochs, prepare_phase2))
+    done = state.get("phase_done", 0)
+    for phase, lr, first, n_epochs, prepare in phases:
+        # Each finished phase leaves its final weights, so a resume can skip it exactly.
+        end_weights = run.checkpoints / f"phase{phase}_end.weights.h5"
+        if phase <= done and end_weights.is_file():
+            model.load_weights(str(end_weights))
+            continue
+        what = prepare()
+        _compile(model, cfg, lr)
+        log.info("Phase %d: %d epoch(s), %s, learning rate %g", phase, n_epochs, what, lr)
         model.fit(
             train_ds,
             validation_data=val_ds,
-            initial_epoch=t.epochs,
-            epochs=total,
+            initial_epoch=first,
+            epochs=first + n_epochs,
             verbose=verbose,
             shuffle=False,
-            callbacks=callbacks(2, ft.learning_rate, t.epochs, ft.epochs),
+            callbacks=callbacks(phase, lr, first, n_epochs),
         )
-        _check_diverged(guard, best, ft.learning_rate)
-        run.update_state(phase_done=2)
+        _check_diverged(guard, best, lr)
+        with atomic_path(end_weights) as tmp:
+            model.save_weights(str(tmp))
+        run.update_state(phase_done=phase)
 
     # Final model: the best checkpoint's weights, or the last epoch's.
     if t.restore_best and best.model_path.is_file():
