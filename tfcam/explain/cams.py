@@ -1,0 +1,488 @@
+"""Class activation maps: the Grad-CAM family on one engine.
+
+Every method turns the activations ``A`` of a layer (``[N, h, w, C]``) into a map ``[N, h, w]``:
+
+* **Grad-CAM** — Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+  Gradient-based Localization", ICCV 2017. Channel weights are the spatial mean of the gradient of
+  the target score: ``ReLU(Σ_k mean(∂y/∂A_k) · A_k)``.
+* **Grad-CAM++** — Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
+  Explanations for Deep Convolutional Networks", WACV 2018. Pixel weights
+  ``α = g² / (2g² + ΣA · g³)`` (closed form for an exponential score), channel weights
+  ``Σ α · ReLU(g)``.
+* **XGrad-CAM** — Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and
+  Explanation of CNNs", BMVC 2020. Channel weights ``Σ(g · A) / ΣA``.
+* **HiRes-CAM** — Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations
+  of convolutional neural networks", 2020. Element-wise ``ReLU(Σ_k g_k ⊙ A_k)``.
+* **Layer-CAM** — Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+  Localization", IEEE TIP 2021. Element-wise ``ReLU(Σ_k ReLU(g_k) ⊙ A_k)``.
+* **Score-CAM** — Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
+  Neural Networks", CVPR-W 2020. Each channel, upsampled and scaled to [0, 1], masks the input;
+  its weight is the target's probability on the masked image. ``max_n`` keeps the channels of
+  highest spatial standard deviation, as Faster-Score-CAM (Desai & Ramaswamy's follow-up in
+  tf-keras-vis) does. Masked forward passes are batched.
+* **Ablation-CAM** — Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep
+  Convolutional Network via Gradient-free Localization", WACV 2020. A channel's weight is the
+  drop of the target score when that channel is zeroed.
+* **Eigen-CAM** — Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal
+  Components", IJCNN 2020. The projection of the activations on their first principal component
+  (its sign chosen to agree with the mean activation); no gradients, no target.
+
+Options, as pytorch-grad-cam offers them: ``eigen_smooth`` replaces the channel sum of the
+weighted activations by their first principal component; ``aug_smooth`` averages the maps over
+test-time augmentations (horizontal flip × brightness 0.9/1.0/1.1), flipped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcam.errors import UserError
+from tfcam.explain.engine import (
+    Explainer,
+    Explanation,
+    explainer_for,
+    gather_scores,
+    normalize_maps,
+    predicted_classes,
+    probabilities_from_logits,
+    upsample,
+    warn_constant,
+)
+
+GRADIENT_CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+CAM_METHODS = (*GRADIENT_CAMS, "scorecam", "ablationcam", "eigencam")
+_EPS = 1e-7
+
+
+# --------------------------------------------------------------------------------------------
+# Weighting rules (tensor functions, used inside compiled code)
+
+
+def weighted_activations(method: str, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    """``[N, h, w, C]`` weighted activations whose channel sum is the (pre-ReLU) map."""
+    if method == "gradcam":
+        return acts * tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+    if method == "gradcam++":
+        g2 = tf.square(grads)
+        g3 = g2 * grads
+        sum_a = tf.reduce_sum(acts, axis=[1, 2], keepdims=True)
+        denom = 2.0 * g2 + sum_a * g3
+        alpha = tf.where(grads != 0.0, g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom)), 0.0)
+        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
+        return acts * weights
+    if method == "xgradcam":
+        sum_a = tf.reduce_sum(acts, axis=[1, 2], keepdims=True)
+        weights = tf.reduce_sum(grads * acts, axis=[1, 2], keepdims=True) / (sum_a + _EPS)
+        return acts * weights
+    if method == "hirescam":
+        return acts * grads
+    if method == "layercam":
+        return acts * tf.nn.relu(grads)
+    raise ValueError(method)
+
+
+def first_component(weighted: tf.Tensor) -> tf.Tensor:
+    """Projection of ``[N, h, w, C]`` on its first principal component (over the h·w rows): ``[N, h, w]``.
+
+    SVD leaves the sign open; it is chosen so the projection correlates positively with the
+    channel sum, so that "more activation" stays "hotter".
+    """
+    n, h, w, c = tf.unstack(tf.shape(weighted))
+    x = tf.reshape(weighted, [n, h * w, c])
+    xc = x - tf.reduce_mean(x, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(xc, full_matrices=False)
+    proj = tf.linalg.matvec(xc, v[:, :, 0])  # [N, hw]
+    reference = tf.reduce_sum(x, axis=2)
+    reference = reference - tf.reduce_mean(reference, axis=1, keepdims=True)
+    sign = tf.sign(tf.reduce_sum(proj * reference, axis=1, keepdims=True))
+    sign = tf.where(sign == 0, tf.ones_like(sign), sign)
+    return tf.reshape(proj * sign, [n, h, w])
+
+
+def combine(weighted: tf.Tensor, eigen_smooth: bool) -> tf.Tensor:
+    """Channel sum (or first component), then ReLU: the raw map ``[N, h, w]``."""
+    cam = first_component(weighted) if eigen_smooth else tf.reduce_sum(weighted, axis=-1)
+    return tf.nn.relu(cam)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled passes
+
+
+def _finish(explainer: Explainer, raws):
+    """Upsample and normalise each raw map; returns (heatmaps, constant) lists."""
+    heat, const = [], []
+    for raw in raws:
+        h, c = normalize_maps(upsample(raw, explainer.input_size, explainer.align_corners))
+        heat.append(h)
+        const.append(c)
+    return heat, const
+
+
+def _gradient_cam_fn(
+    explainer: Explainer, method: str, layers: tuple[str, ...], eigen_smooth: bool
+):
+    def build():
+        graph = explainer.graph(layers)
+
+        @tf.function(
+            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
+            reduce_retracing=True,
+        )
+        def fn(images, targets):
+            with tf.GradientTape() as tape:
+                outs = graph(images, training=False)
+                acts, head = outs[:-1], outs[-1]
+                source, logits = explainer.score_from(head)
+                targets = tf.where(targets < 0, predicted_classes(logits), targets)
+                scores = gather_scores(source, targets)
+            grads = tape.gradient(scores, acts)
+            raws = [
+                combine(weighted_activations(method, a, g), eigen_smooth)
+                for a, g in zip(acts, grads, strict=True)
+            ]
+            heat, const = _finish(explainer, raws)
+            return raws, heat, const, targets, scores, probabilities_from_logits(logits)
+
+        return fn
+
+    return explainer.compiled(("cam", method, layers, eigen_smooth), build)
+
+
+def _activations_fn(explainer: Explainer, layers: tuple[str, ...]):
+    """Compiled forward pass returning activations, resolved targets, scores, probabilities."""
+
+    def build():
+        graph = explainer.graph(layers)
+
+        @tf.function(
+            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
+            reduce_retracing=True,
+        )
+        def fn(images, targets):
+            outs = graph(images, training=False)
+            acts, head = outs[:-1], outs[-1]
+            source, logits = explainer.score_from(head)
+            targets = tf.where(targets < 0, predicted_classes(logits), targets)
+            return acts, targets, gather_scores(source, targets), probabilities_from_logits(logits)
+
+        return fn
+
+    return explainer.compiled(("acts", layers), build)
+
+
+def _eigencam_fn(explainer: Explainer, layers: tuple[str, ...]):
+    def build():
+        acts_fn = _activations_fn(explainer, layers)
+
+        @tf.function(
+            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
+            reduce_retracing=True,
+        )
+        def fn(images, targets):
+            acts, targets, scores, probs = acts_fn(images, targets)
+            raws = [tf.nn.relu(first_component(a)) for a in acts]
+            heat, const = _finish(explainer, raws)
+            return raws, heat, const, targets, scores, probs
+
+        return fn
+
+    return explainer.compiled(("cam", "eigencam", layers), build)
+
+
+def _target_probability(explainer: Explainer, head: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    probs = probabilities_from_logits(explainer.head.to_logits(head))
+    return tf.gather(probs, targets, axis=1, batch_dims=1)
+
+
+def _scorecam_masked_fn(explainer: Explainer):
+    """Compiled: one image, its selected low-resolution channels ``[h, w, K]`` and its target →
+    the target's probability on each of the K masked copies."""
+
+    def build():
+        graph = explainer.graph(())
+        height, width = explainer.input_size
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec(
+                    [*explainer.input_size, explainer.image_spec().shape[-1]], tf.float32
+                ),
+                tf.TensorSpec([None, None, None], tf.float32),
+                tf.TensorSpec([], tf.int32),
+            ],
+            reduce_retracing=True,
+        )
+        def fn(image, channels, target):
+            maps = tf.transpose(channels, [2, 0, 1])  # [K, h, w]
+            masks, _ = normalize_maps(upsample(maps, (height, width), explainer.align_corners))
+            masked = image[None] * masks[..., None]
+            outs = graph(masked, training=False)
+            head = outs[-1] if isinstance(outs, (list, tuple)) else outs
+            k = tf.shape(masks)[0]
+            return _target_probability(explainer, head, tf.fill([k], target))
+
+        return fn
+
+    return explainer.compiled(("scorecam_masked",), build)
+
+
+def _ablation_rest(explainer: Explainer, layer: str) -> keras.Model:
+    def factory(model):
+        try:
+            return keras.Model(model.get_layer(layer).output, explainer.head.tensor)
+        except ValueError as e:
+            raise UserError(
+                f"Ablation-CAM needs a layer whose output alone determines the prediction; "
+                f"'{layer}' is bypassed by another path (a skip connection) ({str(e).splitlines()[0][:120]}). "
+                "Try the default layer or a block output"
+            ) from None
+
+    return explainer.copy_with(f"ablation_rest:{layer}", factory)
+
+
+def _ablation_fn(explainer: Explainer, layer: str):
+    def build():
+        rest = _ablation_rest(explainer, layer)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None, None], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ],
+            reduce_retracing=True,
+        )
+        def fn(acts, channels, target):
+            # acts: one image's activations [h, w, C]; zero channel channels[i] in copy i.
+            c = tf.shape(acts)[-1]
+            keep = 1.0 - tf.one_hot(channels, c, dtype=acts.dtype)  # [K, C]
+            ablated = acts[None] * keep[:, None, None, :]
+            source, _ = explainer.score_from(rest(ablated, training=False))
+            return gather_scores(source, tf.fill([tf.shape(channels)[0]], target))
+
+        return fn
+
+    return explainer.compiled(("ablation", layer), build)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def explain_cam(
+    explainer: Explainer,
+    images: np.ndarray,
+    method: str = "gradcam",
+    *,
+    layers: str | Sequence[str] | None = None,
+    targets=None,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    max_n: int | None = None,
+    chunk: int = 64,
+) -> Explanation:
+    """CAMs of a batch of images with any method of :data:`CAM_METHODS`.
+
+    Args:
+        explainer: The model's :class:`~tfcam.explain.engine.Explainer`.
+        images: ``[N, H, W, 3]`` as the model takes them (raw 0–255 for tfcam models).
+        method: One of :data:`CAM_METHODS`.
+        layers: Layer name(s); default from the backbone registry.
+        targets: None (predicted class), a class index or name, or one per image.
+        eigen_smooth: First principal component instead of the channel sum.
+        aug_smooth: Average over test-time augmentations.
+        max_n: Score-CAM: use only the ``max_n`` channels of highest spatial std per image.
+        chunk: Score-CAM and Ablation-CAM: masked or ablated copies per forward pass.
+
+    Returns:
+        An :class:`~tfcam.explain.engine.Explanation` with one heatmap set per layer.
+
+    Raises:
+        UserError: Unknown method, layer or class.
+    """
+    if method not in CAM_METHODS:
+        from tfcam.errors import choices_message
+
+        raise UserError(choices_message("CAM method", method, CAM_METHODS))
+    layers = explainer.resolve_layers(layers)
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    target_ids = explainer.resolve_targets(targets, len(images))
+    if aug_smooth:
+        return _aug_smooth(
+            explainer, images, method, layers, target_ids, eigen_smooth, max_n, chunk
+        )
+
+    parts = []
+    for start, batch in explainer.batches(images):
+        t = tf.constant(target_ids[start : start + len(batch)])
+        x = tf.constant(batch)
+        if method in GRADIENT_CAMS:
+            out = _gradient_cam_fn(explainer, method, layers, eigen_smooth)(x, t)
+        elif method == "eigencam":
+            out = _eigencam_fn(explainer, layers)(x, t)
+        elif method == "scorecam":
+            out = _scorecam(explainer, x, t, layers, max_n, chunk)
+        else:
+            out = _ablationcam(explainer, x, t, layers, eigen_smooth, chunk)
+        parts.append(out)
+    return _collect(parts, layers, method)
+
+
+def _collect(parts, layers, method) -> Explanation:
+    def cat(i, j=None):
+        if j is None:
+            return np.concatenate([np.asarray(p[i]) for p in parts])
+        return np.concatenate([np.asarray(p[i][j]) for p in parts])
+
+    raws = {name: cat(0, j).astype(np.float32) for j, name in enumerate(layers)}
+    heat = {name: cat(1, j).astype(np.float32) for j, name in enumerate(layers)}
+    const = {name: cat(2, j).astype(bool) for j, name in enumerate(layers)}
+    warn_constant(const, method)
+    return Explanation(
+        heat,
+        raws,
+        cat(3).astype(np.int32),
+        cat(4).astype(np.float32),
+        cat(5).astype(np.float32),
+        const,
+        method,
+    )
+
+
+def _scorecam(explainer, x, t, layers, max_n, chunk):
+    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
+    masked_fn = _scorecam_masked_fn(explainer)
+    raws = []
+    for a in acts:
+        a = a.numpy()
+        maps = []
+        for i in range(len(a)):
+            ai = a[i]
+            if max_n is not None and 0 < max_n < ai.shape[-1]:
+                std = ai.reshape(-1, ai.shape[-1]).std(axis=0)
+                sel = np.sort(np.argsort(-std, kind="stable")[:max_n])
+                ai = ai[..., sel]
+            weights = np.concatenate(
+                [
+                    masked_fn(
+                        tf.constant(x[i]), tf.constant(ai[..., s : s + chunk]), targets[i]
+                    ).numpy()
+                    for s in range(0, ai.shape[-1], chunk)
+                ]
+            )
+            maps.append(np.maximum(ai @ weights, 0.0))
+        raws.append(tf.constant(np.stack(maps).astype(np.float32)))
+    heat, const = _finish(explainer, raws)
+    return raws, heat, const, targets, scores, probs
+
+
+def _ablationcam(explainer, x, t, layers, eigen_smooth, chunk):
+    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
+    raws = []
+    for name, a in zip(layers, acts, strict=True):
+        fn = _ablation_fn(explainer, name)
+        a = a.numpy()
+        weighted = []
+        for i in range(len(a)):
+            c = a.shape[-1]
+            ablated = np.concatenate(
+                [
+                    fn(
+                        tf.constant(a[i]),
+                        tf.range(s, min(s + chunk, c), dtype=tf.int32),
+                        targets[i],
+                    ).numpy()
+                    for s in range(0, c, chunk)
+                ]
+            )
+            w = (float(scores[i]) - ablated) / (abs(float(scores[i])) + _EPS)
+            weighted.append(a[i] * w)
+        raws.append(combine(tf.constant(np.stack(weighted).astype(np.float32)), eigen_smooth))
+    heat, const = _finish(explainer, raws)
+    return raws, heat, const, targets, scores, probs
+
+
+_AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
+
+
+def _aug_smooth(
+    explainer, images, method, layers, target_ids, eigen_smooth, max_n, chunk
+) -> Explanation:
+    # Fix the targets on the original images, so every augmentation explains the same class.
+    base = explain_cam(
+        explainer,
+        images,
+        method,
+        layers=layers,
+        targets=None if (target_ids < 0).all() else target_ids,
+        eigen_smooth=eigen_smooth,
+        max_n=max_n,
+        chunk=chunk,
+    )
+    fixed = base.targets
+    heat_sum = {k: np.zeros_like(v) for k, v in base.heatmaps.items()}
+    raw_sum = {k: np.zeros_like(v) for k, v in base.raw.items()}
+    for flip, factor in _AUGMENTATIONS:
+        x = np.clip(images * factor, 0, 255)
+        if flip:
+            x = x[:, :, ::-1]
+        e = explain_cam(
+            explainer,
+            x,
+            method,
+            layers=layers,
+            targets=fixed,
+            eigen_smooth=eigen_smooth,
+            max_n=max_n,
+            chunk=chunk,
+        )
+        for k in heat_sum:
+            heat_sum[k] += e.heatmaps[k][:, :, ::-1] if flip else e.heatmaps[k]
+            raw_sum[k] += e.raw[k][:, :, ::-1] if flip else e.raw[k]
+    n = len(_AUGMENTATIONS)
+    heat, const = {}, {}
+    for k, v in heat_sum.items():
+        h, c = normalize_maps(tf.constant(v / n))
+        heat[k], const[k] = h.numpy(), c.numpy()
+    return Explanation(
+        heat,
+        {k: v / n for k, v in raw_sum.items()},
+        fixed,
+        base.scores,
+        base.probabilities,
+        const,
+        method,
+    )
+
+
+def cam(
+    model: keras.Model,
+    images,
+    method: str = "gradcam",
+    *,
+    layer: str | None = None,
+    target=None,
+    **options,
+) -> np.ndarray:
+    """Functional shortcut: heatmaps ``[N, H, W]`` in [0, 1] of one layer with one method.
+
+    The model's explainer (graphs and compiled functions) is built on first use and reused.
+    """
+    explanation = explain_cam(
+        explainer_for(model), images, method, layers=layer, targets=target, **options
+    )
+    return explanation.heatmap
+
+
+def gradcam(
+    model: keras.Model, images, *, layer: str | None = None, target=None, **options
+) -> np.ndarray:
+    """Grad-CAM heatmaps ``[N, H, W]`` in [0, 1] (Selvaraju et al., ICCV 2017)."""
+    return cam(model, images, "gradcam", layer=layer, target=target, **options)

@@ -1,0 +1,56 @@
+"""Feature maps: the activations of any layers for a batch, and which channels to show.
+
+Zeiler & Fergus (ECCV 2014) popularised looking at intermediate feature maps; the seed use is the
+second convolution of VGG19 (``block1_conv2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfcam.errors import UserError
+from tfcam.explain.engine import Explainer
+
+CHANNEL_ORDERS = ("first", "most_active")
+
+
+def feature_maps(
+    explainer: Explainer, images: np.ndarray, layers: str | Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Activations ``{layer: float32 [N, h, w, C]}`` (one compiled forward pass per batch)."""
+    layers = explainer.resolve_layers(layers)
+
+    def build():
+        graph = explainer.graph(layers)
+
+        @tf.function(input_signature=[explainer.image_spec()], reduce_retracing=True)
+        def fn(x):
+            return graph(x, training=False)[:-1]
+
+        return fn
+
+    fn = explainer.compiled(("features", layers), build)
+    parts = [fn(tf.constant(b)) for _, b in explainer.batches(images)]
+    return {
+        name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(layers)
+    }
+
+
+def select_channels(activations: np.ndarray, count: int, order: str = "first") -> np.ndarray:
+    """Channel indices to display for one image's activations ``[h, w, C]``.
+
+    Args:
+        activations: One image's feature maps.
+        count: How many channels (at most C).
+        order: ``first`` (0, 1, 2, …) or ``most_active`` (highest mean activation first).
+    """
+    c = activations.shape[-1]
+    count = min(count, c)
+    if order == "first":
+        return np.arange(count)
+    if order == "most_active":
+        return np.argsort(-activations.reshape(-1, c).mean(axis=0), kind="stable")[:count]
+    raise UserError(f"Unknown channel order '{order}'. Choose from: {', '.join(CHANNEL_ORDERS)}")

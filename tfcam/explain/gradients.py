@@ -1,0 +1,340 @@
+"""Gradient methods: attributions in input space.
+
+* **Saliency** — Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks: Visualising
+  Image Classification Models and Saliency Maps", ICLR workshop 2014. ``max_c |∂y/∂x|``.
+* **SmoothGrad** — Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017. The mean of
+  ``|∂y/∂x|`` over ``samples`` noisy copies (Gaussian, σ = ``noise`` × the image's value range).
+* **Guided backpropagation** — Springenberg et al., "Striving for Simplicity: The All
+  Convolutional Net", ICLR workshop 2015. Through every ReLU only positive gradients pass, and only
+  where the forward input was positive.
+* **Deconvnet** — Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV
+  2014. Through every ReLU only positive gradients pass, whatever the forward input.
+* **Guided Grad-CAM** — Selvaraju et al., ICCV 2017: guided backpropagation multiplied by the
+  (upsampled) Grad-CAM map.
+* **Integrated Gradients** — Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks",
+  ICML 2017. ``(x - x₀) ⊙ ∫₀¹ ∂y/∂x(x₀ + α(x - x₀)) dα`` by the trapezoidal rule over ``steps``
+  intervals, so the attributions sum to ``y(x) - y(x₀)`` (completeness).
+
+Guided backpropagation and deconvnet run on a copy of the model whose ReLUs carry the modified
+gradient (built once, weights copied); the user's model is untouched.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcam.errors import UserError, choices_message
+from tfcam.explain.engine import (
+    Explainer,
+    Explanation,
+    find_head,
+    gather_scores,
+    normalize_maps,
+    predicted_classes,
+    probabilities_from_logits,
+    warn_constant,
+)
+
+GRADIENT_METHODS = (
+    "saliency",
+    "smoothgrad",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "integrated_gradients",
+)
+BASELINES = ("black", "white", "blur", "uniform")
+
+
+# --------------------------------------------------------------------------------------------
+# Modified ReLUs for guided backpropagation and deconvnet
+
+
+def _relu_with_rule(rule: str, max_value=None, negative_slope: float = 0.0, threshold: float = 0.0):
+    """A ReLU (with Keras's ReLU options) whose gradient follows ``rule``: guided or deconvnet."""
+
+    @tf.custom_gradient
+    def f(x):
+        y = keras.activations.relu(
+            x, negative_slope=negative_slope, max_value=max_value, threshold=threshold
+        )
+
+        def grad(dy):
+            positive = tf.cast(dy > 0, dy.dtype)
+            if rule == "deconvnet":
+                return dy * positive
+            passes = tf.cast(x > threshold, dy.dtype)
+            if max_value is not None:
+                passes *= tf.cast(x < max_value, dy.dtype)
+            return dy * passes * positive
+
+        return y, grad
+
+    return f
+
+
+@keras.saving.register_keras_serializable(package="tfcam")
+class RuleReLU(keras.layers.Layer):
+    """A ReLU layer whose backward pass follows the guided-backpropagation or deconvnet rule."""
+
+    def __init__(
+        self, rule: str = "guided", max_value=None, negative_slope=0.0, threshold=0.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.rule, self.max_value, self.negative_slope, self.threshold = (
+            rule,
+            max_value,
+            negative_slope,
+            threshold,
+        )
+        self._fn = _relu_with_rule(rule, max_value, negative_slope, threshold)
+
+    def call(self, x):
+        return self._fn(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rule": self.rule,
+            "max_value": self.max_value,
+            "negative_slope": self.negative_slope,
+            "threshold": self.threshold,
+        }
+
+
+_RELU_NAMES = {"relu": None, "relu6": 6.0}
+
+
+def with_relu_rule(model: keras.Model, rule: str) -> keras.Model:
+    """A copy of ``model`` whose ReLUs follow ``rule`` in the backward pass (forward unchanged).
+
+    ReLU layers, ``Activation("relu"/"relu6")`` layers and layers with a ReLU ``activation``
+    argument are all replaced; weights are copied.
+    """
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.ReLU):
+            mv = cfg.get("max_value")
+            return RuleReLU(
+                rule,
+                None if mv is None else float(mv),
+                cfg.get("negative_slope", 0.0),
+                cfg.get("threshold", 0.0),
+                name=layer.name,
+            )
+        act = getattr(layer, "activation", None)
+        act_name = getattr(act, "__name__", None)
+        if act_name in _RELU_NAMES:
+            cfg["activation"] = _relu_with_rule(rule, _RELU_NAMES[act_name])
+        return layer.__class__.from_config(cfg)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if layer.weights:
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled input gradients
+
+
+def _input_grad_fn(explainer: Explainer, rule: str | None):
+    """Compiled: (images, targets) → (∂score/∂images, resolved targets, scores, probabilities)."""
+
+    def build():
+        model = (
+            explainer.model
+            if rule is None
+            else explainer.copy_with(rule, lambda m: with_relu_rule(m, rule))
+        )
+        head = find_head(model)
+        graph = keras.Model(model.inputs[0], head.tensor)
+
+        @tf.function(
+            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
+            reduce_retracing=True,
+        )
+        def fn(images, targets):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                logits = head.to_logits(graph(images, training=False))
+                source = logits
+                if explainer.score == "probability":
+                    probs = probabilities_from_logits(logits)
+                    source = probs[:, 1:2] if logits.shape[-1] == 1 else probs
+                targets = tf.where(targets < 0, predicted_classes(logits), targets)
+                scores = gather_scores(source, targets)
+            return tape.gradient(scores, images), targets, scores, probabilities_from_logits(logits)
+
+        return fn
+
+    return explainer.compiled(("input_grad", rule), build)
+
+
+def _grads(explainer, images, targets, rule=None):
+    """Input gradients for all images, in the explainer's batches; targets must be resolved."""
+    fn = _input_grad_fn(explainer, rule)
+    out = [
+        fn(tf.constant(b), tf.constant(targets[s : s + len(b)]))
+        for s, b in explainer.batches(images)
+    ]
+    return [np.concatenate([np.asarray(o[i]) for o in out]) for i in range(4)]
+
+
+def _to_heatmap(attributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max_c |a|`` per pixel, normalised: heatmaps ``[N, H, W]`` and constant flags."""
+    h, c = normalize_maps(tf.constant(np.abs(attributions).max(axis=-1).astype(np.float32)))
+    return h.numpy(), c.numpy()
+
+
+def _baseline(images: np.ndarray, baseline, seed: int) -> np.ndarray:
+    if isinstance(baseline, (int, float)):
+        return np.full_like(images, float(baseline))
+    if isinstance(baseline, np.ndarray):
+        return np.broadcast_to(baseline.astype(np.float32), images.shape).copy()
+    if baseline == "black":
+        return np.zeros_like(images)
+    if baseline == "white":
+        return np.full_like(images, 255.0)
+    if baseline == "uniform":
+        return np.random.default_rng(seed).uniform(0, 255, images.shape).astype(np.float32)
+    if baseline == "blur":
+        import cv2
+
+        k = max(3, (min(images.shape[1:3]) // 8) | 1)
+        return np.stack([cv2.GaussianBlur(im, (k, k), 0) for im in images]).astype(np.float32)
+    raise UserError(choices_message("baseline", baseline, BASELINES))
+
+
+def explain_gradients(
+    explainer: Explainer,
+    images: np.ndarray,
+    method: str = "saliency",
+    *,
+    targets=None,
+    samples: int = 20,
+    noise: float = 0.2,
+    steps: int = 64,
+    baseline="black",
+    layers=None,
+    seed: int = 0,
+) -> Explanation:
+    """Input-space attributions with any method of :data:`GRADIENT_METHODS`.
+
+    Args:
+        explainer: The model's :class:`~tfcam.explain.engine.Explainer`.
+        images: ``[N, H, W, 3]`` as the model takes them.
+        method: One of :data:`GRADIENT_METHODS`.
+        targets: None (predicted class), a class index or name, or one per image.
+        samples: SmoothGrad: number of noisy copies.
+        noise: SmoothGrad: noise σ as a fraction of each image's value range (0 disables noise).
+        steps: Integrated Gradients: intervals of the path integral.
+        baseline: Integrated Gradients: ``black``, ``white``, ``blur``, ``uniform``, a number, or
+            an array broadcastable to the images.
+        layers: Guided Grad-CAM: the Grad-CAM layer (default from the registry).
+        seed: Seed of the noise (SmoothGrad) and of a uniform baseline.
+
+    Returns:
+        An :class:`~tfcam.explain.engine.Explanation` keyed by the method name: ``heatmaps``
+        ``[N, H, W]`` in [0, 1] and ``raw`` attributions ``[N, H, W, 3]``.
+    """
+    if method not in GRADIENT_METHODS:
+        raise UserError(choices_message("gradient method", method, GRADIENT_METHODS))
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    requested = explainer.resolve_targets(targets, len(images))
+    # Resolve "predicted" once, on the clean images (noise or paths must not change the target).
+    if (requested < 0).any():
+        logits = explainer.forward_logits(images)
+        predicted = np.asarray(predicted_classes(tf.constant(logits)))
+        requested = np.where(requested < 0, predicted, requested).astype(np.int32)
+
+    if method == "saliency":
+        grads, t, scores, probs = _grads(explainer, images, requested)
+        raw = grads
+    elif method in ("guided_backprop", "deconvnet"):
+        rule = "guided" if method == "guided_backprop" else "deconvnet"
+        raw, t, scores, probs = _grads(explainer, images, requested, rule)
+    elif method == "guided_gradcam":
+        from tfcam.explain.cams import explain_cam
+
+        guided, t, scores, probs = _grads(explainer, images, requested, "guided")
+        cam = explain_cam(explainer, images, "gradcam", layers=layers, targets=requested)
+        raw = guided * cam.heatmap[..., None]
+    elif method == "smoothgrad":
+        _, t, scores, probs = _grads(explainer, images, requested)
+        raw = _smoothgrad(explainer, images, requested, samples, noise, seed)
+    else:
+        raw, t, scores, probs = _integrated_gradients(
+            explainer, images, requested, steps, _baseline(images, baseline, seed)
+        )
+
+    heat, const = _to_heatmap(raw)
+    warn_constant({method: const}, method)
+    return Explanation(
+        {method: heat},
+        {method: raw.astype(np.float32)},
+        t.astype(np.int32),
+        scores.astype(np.float32),
+        probs.astype(np.float32),
+        {method: const},
+        method,
+    )
+
+
+def _smoothgrad(explainer, images, targets, samples, noise, seed) -> np.ndarray:
+    # Mean of |gradient| over noisy copies. Copies of several samples share one batch, so a small
+    # batch of images still fills the compiled call (batch_size images per forward/backward).
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(axis=(1, 2, 3), keepdims=True)
+    sigma = noise * span
+    total = np.zeros_like(images)
+    per_call = max(1, explainer.batch_size // n)
+    for start in range(0, samples, per_call):
+        k = min(per_call, samples - start)
+        noisy = np.concatenate(
+            [
+                images + rng.normal(0.0, 1.0, images.shape).astype(np.float32) * sigma
+                for _ in range(k)
+            ]
+        )
+        grads = _grads(explainer, noisy, np.tile(targets, k))[0]
+        total += np.abs(grads).reshape(k, *images.shape).sum(axis=0)
+    return total / max(samples, 1)
+
+
+def _integrated_gradients(explainer, images, targets, steps, baseline):
+    if steps < 1:
+        raise UserError(f"Invalid value for steps: {steps} (must be at least 1)")
+    n = len(images)
+    alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
+    weights = np.full(steps + 1, 1.0 / steps, np.float32)
+    weights[[0, -1]] *= 0.5  # trapezoidal rule
+    total = np.zeros_like(images)
+    per_call = max(1, explainer.batch_size // n)
+    last = None
+    for start in range(0, len(alphas), per_call):
+        a = alphas[start : start + per_call]
+        points = np.concatenate([baseline + ai * (images - baseline) for ai in a])
+        grads, t, s, p = _grads(explainer, points, np.tile(targets, len(a)))
+        total += np.tensordot(
+            weights[start : start + len(a)], grads.reshape(len(a), *images.shape), axes=1
+        )
+        last = (t[-n:], s[-n:], p[-n:])  # the final point is the image itself (alpha = 1)
+    return (images - baseline) * total, *last
+
+
+def saliency(model: keras.Model, images, *, target=None) -> np.ndarray:
+    """Saliency heatmaps ``[N, H, W]`` in [0, 1] (Simonyan et al. 2014)."""
+    from tfcam.explain.engine import explainer_for
+
+    return explain_gradients(explainer_for(model), images, "saliency", targets=target).heatmap
