@@ -48,7 +48,8 @@ def _setup_logging(quiet: bool) -> None:
 _NATIVE_NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
-    rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] )"
+    rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] "
+    rb"|To enable the following instructions: )"
 )
 _stderr_filter: dict = {}
 
@@ -304,6 +305,163 @@ def report(run_dir) -> None:
     from tfcam.report.html import write_report
 
     click.echo(f"Report: {write_report(run_dir)}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="[RUN_DIR] INPUT...")
+@click.option(
+    "--model", "model_path", metavar="PATH.keras", help="Explain this model instead of a run's."
+)
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam",),
+    show_default=True,
+    help="Method(s), repeatable or comma-separated; see --list-methods.",
+)
+@click.option(
+    "--layer", "layers", multiple=True, help="Layer(s) for CAM methods (default: the backbone's)."
+)
+@click.option(
+    "--target", help="Class name or index to explain (default: each image's predicted class)."
+)
+@click.option(
+    "--out", "out_dir", metavar="DIR", help="Output folder (default: RUN_DIR/explanations)."
+)
+@click.option(
+    "--alpha", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Heatmap weight."
+)
+@click.option(
+    "--score", type=click.Choice(["logit", "probability"]), default="logit", show_default=True
+)
+@click.option(
+    "--max-n", type=click.IntRange(min=1), help="Score-CAM: channels of highest variance to use."
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="SmoothGrad samples.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Integrated Gradients steps.",
+)
+@click.option("--aug-smooth", is_flag=True, help="Average over test-time augmentations.")
+@click.option(
+    "--eigen-smooth", is_flag=True, help="First principal component instead of the channel sum."
+)
+@click.option(
+    "--class-names", metavar="FILE.json", help="With --model: class names (list or ImageNet index)."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--list-layers", is_flag=True, help="Print the layers that can be explained and exit."
+)
+@click.option("--list-methods", is_flag=True, help="Print the methods and exit.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON only (per image: prediction, score, files)."
+)
+def explain(
+    paths,
+    model_path,
+    methods,
+    layers,
+    target,
+    out_dir,
+    alpha,
+    score,
+    max_n,
+    samples,
+    steps,
+    aug_smooth,
+    eigen_smooth,
+    class_names,
+    batch_size,
+    list_layers,
+    list_methods,
+    as_json,
+) -> None:
+    """Heatmaps for images: Grad-CAM and its family, gradients, guided backpropagation.
+
+    \b
+    Examples:
+      tfcam explain runs/shapes-… photo.jpg folder/ --method gradcam,scorecam
+      tfcam explain --model net.keras cat.jpg --method guided_gradcam --layer conv5_block3_out
+    """
+    from tfcam.explain.methods import METHODS, parse_methods
+
+    if list_methods:
+        click.echo("\n".join(METHODS))
+        return
+    chosen = parse_methods(methods)
+    paths = list(paths)
+    if model_path is None:
+        from tfcam.runs import Run
+
+        Run(paths[0]).require_model()
+        run_dir, inputs = paths[0], paths[1:]
+    else:
+        run_dir, inputs = None, paths
+    if not inputs and not list_layers:
+        raise UserError("Give at least one image or folder to explain")
+    if inputs:
+        from tfcam.explain.inputs import list_inputs
+
+        list_inputs(inputs)  # fail on a missing path before TensorFlow loads
+    _quiet_tensorflow()
+    from tfcam.explain import api
+
+    source = api.from_run(run_dir) if run_dir else api.from_model_file(model_path, class_names)
+    if list_layers:
+        from tfcam.explain.engine import default_layer, spatial_layers
+
+        default = default_layer(source.model)
+        for name in spatial_layers(source.model):
+            click.echo(f"{name}{'  (default)' if name == default else ''}")
+        return
+    options = {
+        "max_n": max_n,
+        "samples": samples,
+        "steps": steps,
+        "aug_smooth": aug_smooth,
+        "eigen_smooth": eigen_smooth,
+    }
+    files = api.list_inputs(inputs)
+    show = not as_json and sys.stderr.isatty()
+    with click.progressbar(
+        length=len(files), label="Explaining", file=sys.stderr, hidden=not show
+    ) as bar:
+        records = api.explain_files(
+            source,
+            inputs,
+            chosen,
+            out_dir=out_dir,
+            layers=layers or None,
+            target=target,
+            alpha=alpha,
+            score=score,
+            batch_size=batch_size,
+            options=options,
+            progress=bar.update,
+        )
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    out = Path(next(iter(next(iter(records[0]["outputs"].values())).values()))).parent.parent
+    for r in records:
+        click.echo(
+            f"{r['image']}: predicted {r['predicted']} ({r['probability']:.3f}), explained {r['target']}"
+        )
+    click.echo(
+        f"Wrote {sum(len(r['outputs']) for r in records)} overlay(s) with heatmaps and panels under {out}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,9 +52,8 @@ from tfcam.explain.engine import (
     upsample,
     warn_constant,
 )
+from tfcam.explain.methods import CAM_METHODS, GRADIENT_CAMS
 
-GRADIENT_CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
-CAM_METHODS = (*GRADIENT_CAMS, "scorecam", "ablationcam", "eigencam")
 _EPS = 1e-7
 
 

@@ -209,14 +209,14 @@ def default_layer(model: keras.Model) -> str:
             return BACKBONES[name].cam_layer
         except ValueError:
             pass
-    candidates = spatial_layers(model)
+    candidates = spatial_layers(model, min_cells=2)
     if not candidates:
         raise UserError(f"Model '{model.name}' has no layer with a spatial (4-D) output to explain")
     return candidates[-1]
 
 
-def spatial_layers(model: keras.Model) -> list[str]:
-    """Names of layers whose output is a 4-D feature map larger than 1×1, in model order."""
+def spatial_layers(model: keras.Model, min_cells: int = 1) -> list[str]:
+    """Names of layers whose output is a 4-D feature map (with at least ``min_cells`` cells)."""
     names = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -225,7 +225,7 @@ def spatial_layers(model: keras.Model) -> list[str]:
         if (
             len(outs) == 1
             and len(outs[0].shape) == 4
-            and (outs[0].shape[1] or 2) * (outs[0].shape[2] or 2) > 1
+            and (outs[0].shape[1] or 2) * (outs[0].shape[2] or 2) >= min_cells
         ):
             names.append(layer.name)
     return names
