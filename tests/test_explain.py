@@ -80,7 +80,7 @@ def test_gradcam_equals_the_papers_formula_in_numpy():
 
 
 def test_other_cam_weightings_by_hand():
-    model, k, b, w, bd = _hand_model()
+    model, _k, _b, w, _bd = _hand_model()
     x = np.random.default_rng(2).normal(size=(1, 6, 6, 3)).astype("float32")
     ex = Explainer(model)
     act = feature_maps(ex, x, "act")["act"].astype(np.float64)
@@ -119,7 +119,7 @@ def test_eigencam_is_the_first_principal_component():
 
 
 def test_ablationcam_weights_are_score_drops():
-    model, k, b, w, bd = _hand_model()
+    model, _k, _b, w, bd = _hand_model()
     x = np.random.default_rng(4).normal(size=(1, 6, 6, 3)).astype("float32")
     ex = Explainer(model)
     act = feature_maps(ex, x, "act")["act"][0].astype(np.float64)
