@@ -67,3 +67,29 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     fit(load_experiment("shapes_tiny"), run_dir, verbose=0)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """The `shapes` experiment trained as `make demo` trains it (slow: about two minutes)."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("runs") / "shapes"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfcam.cli",
+            "fit",
+            "--experiment",
+            "shapes",
+            "--run-dir",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    return run_dir

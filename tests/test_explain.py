@@ -466,3 +466,50 @@ def test_feature_maps_and_channel_choice(small):
     means = a.reshape(-1, a.shape[-1]).mean(axis=0)
     assert list(order) == list(np.argsort(-means)[:5])
     assert list(select_channels(a, 3, "first")) == [0, 1, 2]
+
+
+def test_nested_models_are_explained_at_inner_layers():
+    # The classic transfer-learning shape that breaks peer tools: a backbone model nested in a
+    # Sequential classifier. Inner layers must be reachable, with the same maps as a flat build.
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((24, 24, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c2")(h)
+    h = keras.layers.ReLU(name="r2")(h)
+    base = keras.Model(inp, h, name="base")
+    nested = keras.Sequential(
+        [
+            keras.Input((24, 24, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="predictions"),
+        ]
+    )
+    flat_in = keras.Input((24, 24, 3))
+    f = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(flat_in)
+    f = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c2")(f)
+    f = keras.layers.ReLU(name="r2")(f)
+    f = keras.layers.Dense(3, activation="softmax", name="predictions")(
+        keras.layers.GlobalAveragePooling2D()(f)
+    )
+    flat = keras.Model(flat_in, f)
+    for name in ("c1", "c2"):
+        flat.get_layer(name).set_weights(base.get_layer(name).get_weights())
+    flat.get_layer("predictions").set_weights(nested.get_layer("predictions").get_weights())
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 24, 24, 3)).astype("float32")
+    ex = Explainer(nested)
+    assert ex.resolve_layers(None) == ("r2",)
+    for method in ("gradcam", "scorecam"):
+        ours = explain_cam(ex, x, method, layers=["c1", "r2"])
+        ref = explain_cam(Explainer(flat), x, method, layers=["c1", "r2"])
+        for layer in ("c1", "r2"):
+            np.testing.assert_allclose(ours.raw[layer], ref.raw[layer], rtol=1e-4, atol=1e-6)
+    sal = explain_gradients(ex, x, "guided_backprop").raw["guided_backprop"]
+    np.testing.assert_allclose(
+        sal,
+        explain_gradients(Explainer(flat), x, "guided_backprop").raw["guided_backprop"],
+        rtol=1e-4,
+        atol=1e-7,
+    )
+    assert nested.layers[0] is base and len(nested.layers) == 3  # the user's model is untouched

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,9 +25,10 @@ def _fit(args, tmp_path):
     return run_dir, json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_shapes_demo_reaches_095(tmp_path):
+def test_shapes_demo_reaches_095(shapes_run):
     # What `make demo` runs: the embedded default experiment, from scratch, no network.
-    run_dir, metrics = _fit(["--experiment", "shapes"], tmp_path)
+    run_dir = shapes_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val"]["accuracy"] >= 0.95
     assert metrics["val"]["n"] == 500 and metrics["test"]["n"] == 500
     for name in (
@@ -40,6 +42,61 @@ def test_shapes_demo_reaches_095(tmp_path):
     ):
         assert (run_dir / name).is_file(), name
     assert len(pd.read_csv(run_dir / "history.csv")) == 12
+
+
+def test_gradcam_points_into_the_target_box_on_shapes(shapes_run):
+    from tfcam.data.pipeline import read_images
+    from tfcam.data.shapes import read_boxes
+    from tfcam.explain.cams import explain_cam
+    from tfcam.explain.engine import Explainer
+    from tfcam.models.build import load_model
+
+    names = json.loads((shapes_run / "class_names.json").read_text())
+    splits = pd.read_csv(shapes_run / "splits.csv")
+    val = splits[splits["split"] == "val"]
+    from pathlib import Path
+
+    boxes = read_boxes(Path(val["path"].iloc[0]).parents[2])
+    x = read_images(val["path"].tolist(), 64)
+    e = explain_cam(
+        Explainer(load_model(shapes_run / "model.keras"), class_names=names),
+        x,
+        "gradcam",
+        targets=val["label"].tolist(),
+    )
+    hits = 0
+    for heat, path in zip(e.heatmap, val["path"], strict=True):
+        y, x_ = np.unravel_index(np.argmax(heat), heat.shape)
+        x0, y0, x1, y1 = boxes[path]
+        hits += x0 <= x_ < x1 and y0 <= y < y1
+    assert hits / len(val) >= 0.90, hits / len(val)
+
+
+def test_explain_cli_on_photos_with_the_shapes_model(shapes_run, shared, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfcam.cli",
+            "explain",
+            str(shapes_run),
+            str(shared / "cam-examples"),
+            "-m",
+            "gradcam,gradcam++,scorecam,guided_gradcam",
+            "--max-n",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = json.loads(out.stdout)
+    assert len(records) == 7
+    assert len(list(tmp_path.rglob("*_overlay.png"))) == 7 * 4
 
 
 def test_hymenoptera_mobilenet_v2_reaches_095(shared, tmp_path):

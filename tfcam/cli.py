@@ -308,7 +308,7 @@ def report(run_dir) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, metavar="[RUN_DIR] INPUT...")
+@click.argument("paths", nargs=-1, metavar="[RUN_DIR] INPUT...")
 @click.option(
     "--model", "model_path", metavar="PATH.keras", help="Explain this model instead of a run's."
 )
@@ -395,14 +395,17 @@ def explain(
       tfcam explain runs/shapes-… photo.jpg folder/ --method gradcam,scorecam
       tfcam explain --model net.keras cat.jpg --method guided_gradcam --layer conv5_block3_out
     """
-    from tfcam.explain.methods import METHODS, parse_methods
+    from tfcam.explain.methods import DESCRIPTIONS, METHODS, parse_methods
 
     if list_methods:
-        click.echo("\n".join(METHODS))
+        width = max(map(len, METHODS))
+        click.echo("\n".join(f"{m:<{width}}  {DESCRIPTIONS[m]}" for m in METHODS))
         return
     chosen = parse_methods(methods)
     paths = list(paths)
     if model_path is None:
+        if not paths:
+            raise UserError("Give a run directory (or --model PATH.keras) and images to explain")
         from tfcam.runs import Run
 
         Run(paths[0]).require_model()

@@ -191,6 +191,74 @@ def _outputs_of(layer) -> list:
 
 
 # --------------------------------------------------------------------------------------------
+# Nested models
+
+
+def is_nested(model: keras.Model) -> bool:
+    return any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def flatten_model(model: keras.Model) -> keras.Model:
+    """An equivalent model in which nested sub-models (a backbone inside a classifier, the usual
+    ``Sequential([base, pooling, dense])``) are inlined, so every inner layer is reachable by name.
+
+    The user's model is not touched: layers are re-created from their configs and their weights
+    copied. Explaining an inner layer of a nested model is where peer tools fail with "Graph
+    disconnected"; here it is an ordinary layer. A model without nesting is returned as is.
+    """
+    if not is_nested(model):
+        return model
+    taken: set[str] = set()
+
+    def clone(layer):
+        name = layer.name
+        if name in taken:
+            i = 2
+            while f"{name}_{i}" in taken:
+                i += 1
+            name = f"{name}_{i}"
+        taken.add(name)
+        cfg = layer.get_config()
+        cfg["name"] = name
+        return layer.__class__.from_config(cfg)
+
+    copies: list[tuple] = []
+
+    def run(m, x):
+        if isinstance(m, keras.Sequential):
+            for layer in m.layers:
+                x = apply(layer, x)
+            return x
+        if isinstance(m, keras.Model):
+            return m._run_through_graph(
+                x, operation_fn=lambda op: lambda *a, **k: apply(op, *a, **k)
+            )
+        raise TypeError(type(m))
+
+    def apply(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.InputLayer):
+            return args[0]
+        if isinstance(layer, keras.Model):
+            return run(layer, args[0] if len(args) == 1 else list(args))
+        new = clone(layer)
+        kwargs.pop("training", None)
+        out = new(*args, **kwargs)
+        copies.append((layer, new))
+        return out
+
+    src = model.inputs[0]
+    inp = keras.Input(
+        shape=src.shape[1:], dtype=src.dtype, name=getattr(src, "name", None) or "image"
+    )
+    out = run(model, inp)
+    flat = keras.Model(inp, out, name=f"{model.name}")
+    for old, new in copies:
+        if old.weights:
+            new.set_weights(old.get_weights())
+    return flat
+
+
+# --------------------------------------------------------------------------------------------
 # The explainer
 
 
@@ -255,6 +323,8 @@ class Explainer:
     ):
         if score not in ("logit", "probability"):
             raise UserError(f"Unknown score '{score}'. Choose from: logit, probability")
+        if is_nested(model):
+            model = flatten_model(model)
         if len(model.inputs) != 1:
             raise UserError(
                 f"Model '{model.name}' has {len(model.inputs)} inputs; tfcam explains single-input models"

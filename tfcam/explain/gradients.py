@@ -55,20 +55,24 @@ BASELINES = ("black", "white", "blur", "uniform")
 def _relu_with_rule(rule: str, max_value=None, negative_slope: float = 0.0, threshold: float = 0.0):
     """A ReLU (with Keras's ReLU options) whose gradient follows ``rule``: guided or deconvnet."""
 
+    plain = negative_slope == 0.0 and threshold == 0.0 and max_value in (None, 6.0)
+
     @tf.custom_gradient
     def f(x):
-        y = keras.activations.relu(
-            x, negative_slope=negative_slope, max_value=max_value, threshold=threshold
-        )
+        if plain:  # the fused kernels of the common cases
+            y = tf.nn.relu(x) if max_value is None else tf.nn.relu6(x)
+        else:
+            y = keras.activations.relu(
+                x, negative_slope=negative_slope, max_value=max_value, threshold=threshold
+            )
 
         def grad(dy):
-            positive = tf.cast(dy > 0, dy.dtype)
             if rule == "deconvnet":
-                return dy * positive
-            passes = tf.cast(x > threshold, dy.dtype)
+                return tf.nn.relu(dy)
+            passes = x > threshold
             if max_value is not None:
-                passes *= tf.cast(x < max_value, dy.dtype)
-            return dy * passes * positive
+                passes = tf.logical_and(passes, x < max_value)
+            return tf.where(tf.logical_and(passes, dy > 0), dy, tf.zeros_like(dy))
 
         return y, grad
 

@@ -1,0 +1,196 @@
+"""Explanation speed, measured side by side in one process.
+
+For MobileNetV2 (ImageNet weights from ../shared/data when present) and ResNet50 (random weights:
+only time matters) at 224 px, on a batch of 8 real photos from ../shared/data, it prints for each
+method:
+
+* ``x forward``: the method's time divided by one compiled forward pass of the same batch;
+* ``vs tf-keras-vis``: tf-keras-vis's time divided by tfcam's, for the methods both have
+  (configured alike: same layer, logit scores, Score-CAM ``max_N=64``, SmoothGrad 20 samples).
+
+Each time is the fastest of several runs after one warm-up run (which pays for tracing); the
+fastest run is the one least disturbed by other work on the machine, and the forward pass is
+timed again beside every method so that both sides of a ratio see the same machine.
+
+    python bench/bench_explain.py [--models mobilenet_v2,resnet50] [--repeats 5] [--skip-tfkv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import tensorflow as tf
+
+from tfcam.explain.api import explain
+from tfcam.explain.engine import Explainer
+from tfcam.models.build import build_classifier
+from tfcam.paths import shared_data_dir
+
+TARGETS = {
+    "gradcam": 1.3,
+    "gradcam++": 1.4,
+    "saliency": 3.5,
+    "guided_backprop": 3.5,
+    "smoothgrad": 65,
+    "scorecam": 70,
+}
+TFKV_TARGETS = {"gradcam": 4.0, "scorecam": 3.0}
+METHODS = [
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "eigencam",
+    "ablationcam",
+    "scorecam",
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "smoothgrad",
+    "integrated_gradients",
+]
+OPTIONS = {"max_n": 64, "samples": 20, "steps": 32}
+SLOW = {"scorecam", "smoothgrad", "integrated_gradients", "ablationcam"}
+
+
+def timed(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` calls, after a warm-up call (tracing and first-call costs)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def batch_of_photos(n: int) -> np.ndarray:
+    """Real photos (the Grad-CAM demo images, then hymenoptera) resized to 224; noise if absent.
+
+    Real images matter: Score-CAM's channel choice, and so its cost in tf-keras-vis (which pools the
+    chosen channels over the batch), depends on what the images show.
+    """
+    from tfcam.data.pipeline import read_images
+
+    root = shared_data_dir()
+    files = sorted((root / "cam-examples").glob("*"))
+    files += sorted((root / "hymenoptera" / "val" / "bees").glob("*.jpg"))
+    files = [str(f) for f in files[:n]]
+    if len(files) < n:
+        print(f"(shared photos not found under {root}: timing on noise images)")
+        return np.random.default_rng(0).uniform(0, 255, (n, 224, 224, 3)).astype("float32")
+    return read_images(files, 224)
+
+
+def tfkv_runner(model, layer: str, method: str, x, targets):
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.scorecam import Scorecam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    cls = {
+        "gradcam": Gradcam,
+        "gradcam++": GradcamPlusPlus,
+        "layercam": Layercam,
+        "scorecam": Scorecam,
+        "saliency": Saliency,
+        "smoothgrad": Saliency,
+    }.get(method)
+    if cls is None:
+        return None
+    vis = cls(model, model_modifier=ReplaceToLinear(), clone=True)
+    score = CategoricalScore([int(t) for t in targets])
+    if method == "saliency":
+        return lambda: vis(score, x)
+    if method == "smoothgrad":
+        return lambda: vis(score, x, smooth_samples=20, smooth_noise=0.2)
+    kw = {"max_N": 64} if method == "scorecam" else {}
+    return lambda: vis(score, x, penultimate_layer=layer, seek_penultimate_conv_layer=False, **kw)
+
+
+def bench_model(name: str, args) -> bool:
+    """Prints one model's table; False when a target was missed."""
+    weights = None
+    if name == "mobilenet_v2":
+        path = shared_data_dir() / "weights" / "mobilenet_v2_1.0_224_no_top.weights.h5"
+        weights = path if path.is_file() else None
+    model = build_classifier(backbone=name, num_classes=10, image_size=224, weights=weights)
+    x = batch_of_photos(args.batch)
+    ex = Explainer(model, batch_size=max(32, args.batch))
+    layer = ex.resolve_layers(None)[0]
+    forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+    xt = tf.constant(x)
+
+    def t_forward() -> float:
+        return timed(lambda: forward(xt).numpy(), args.repeats * 2)
+
+    first_fwd = t_forward()
+    targets = explain(ex, x, "gradcam").targets
+    print(
+        f"== {name} ({'ImageNet weights' if weights else 'random weights'}), layer {layer}: "
+        f"one forward pass of the batch {first_fwd * 1000:.1f} ms"
+    )
+    print(
+        f"{'method':22s} {'tfcam ms':>10s} {'fwd ms':>8s} {'x forward':>10s} {'target':>8s} "
+        f"{'tf-keras-vis ms':>16s} {'vs tf-keras-vis':>16s} {'target':>8s}"
+    )
+    ok = True
+    for method in args.methods.split(","):
+        reps = 2 if method in SLOW else args.repeats
+        t = timed(lambda m=method: explain(ex, x, m, targets=targets, **OPTIONS), reps)
+        t_fwd = t_forward()
+        ratio = t / t_fwd
+        tgt = TARGETS.get(method)
+        line = (
+            f"{method:22s} {t * 1000:10.1f} {t_fwd * 1000:8.1f} {ratio:10.2f} "
+            f"{('≤' + str(tgt)) if tgt else '':>8s}"
+        )
+        if tgt and ratio > tgt:
+            ok = False
+            line += "  MISSED"
+        runner = None if args.skip_tfkv else tfkv_runner(model, layer, method, x, targets)
+        if runner is not None:
+            t_kv = timed(runner, 1 if method in SLOW else max(2, args.repeats // 2))
+            speedup = t_kv / t
+            want = TFKV_TARGETS.get(method)
+            line += f" {t_kv * 1000:16.1f} {speedup:15.1f}x {('≥' + str(want) + 'x') if want else '':>8s}"
+            if want and speedup < want:
+                ok = False
+                line += "  MISSED"
+        print(line, flush=True)
+    print()
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--models", default="mobilenet_v2,resnet50")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--skip-tfkv", action="store_true")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s), batch {args.batch}, 224 px\n")
+    ok = all([bench_model(name, args) for name in args.models.split(",")])
+    print("all targets met" if ok else "some targets missed")
+
+
+if __name__ == "__main__":
+    main()
