@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -187,6 +188,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    keras.utils.disable_interactive_logging()  # tf-keras-vis's Score-CAM calls predict() verbosely
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s), batch {args.batch}, 224 px\n")
     ok = all([bench_model(name, args) for name in args.models.split(",")])
     print("all targets met" if ok else "some targets missed")

@@ -513,3 +513,43 @@ def test_nested_models_are_explained_at_inner_layers():
         atol=1e-7,
     )
     assert nested.layers[0] is base and len(nested.layers) == 3  # the user's model is untouched
+
+
+def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone():
+    from tfcam.explain.engine import fold_batchnorm
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((20, 20, 3))
+    a = keras.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
+    a = keras.layers.BatchNormalization(name="bn1")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw", use_bias=False)(a)
+    b = keras.layers.BatchNormalization(name="bn2")(b)
+    c = keras.layers.Conv2D(12, 1, name="shared")(b)  # used twice: must not be folded
+    d = keras.layers.BatchNormalization(name="bn3")(c)
+    e = keras.layers.Add()([c, d])
+    out = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D(name="gap")(e))
+    model = keras.Model(inp, out)
+    for layer in model.layers:  # non-trivial statistics, so folding has something to do
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            rng = np.random.default_rng(len(layer.name))
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, n),
+                    rng.normal(0, 1, n),
+                    rng.normal(0, 1, n),
+                    rng.uniform(0.5, 3, n),
+                ]
+            )
+    x = np.random.default_rng(0).uniform(0, 255, (3, 20, 20, 3)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    folded = fold_batchnorm(model, ["gap"])
+    names = {layer.name for layer in folded.layers}
+    assert "bn1" not in names and "bn2" not in names and "bn3" in names
+    want = keras.Model(inp, model.get_layer("gap").output)(x).numpy()
+    np.testing.assert_allclose(folded(x).numpy(), want, rtol=1e-4, atol=1e-4)
+    # The user's model: same weights, and every layer still has one unambiguous output.
+    for w0, w1 in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(w0, w1)
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers)
