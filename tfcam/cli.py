@@ -467,6 +467,270 @@ def explain(
     )
 
 
+@cli.command("receptive-field")
+@click.argument("run_dir", required=False, metavar="[RUN_DIR]")
+@click.option(
+    "--backbone", help="A registry backbone (built with random weights; see `tfcam fit`)."
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=1),
+    help="Input side in pixels (--backbone, or a model without a fixed size).",
+)
+@click.option("--model", "model_path", metavar="PATH.keras", help="Any Keras 3 model file.")
+@click.option(
+    "--weights",
+    help="With --backbone: imagenet, none (default) or a no-top weights file (matters for --plot and --image).",
+)
+@click.option("--layer", help="One layer (default: a table of every layer).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.option(
+    "--plot",
+    "plot_path",
+    metavar="OUT.png",
+    help="With --layer: the effective receptive field; without: field size per layer.",
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="IMG|FOLDER",
+    help="With --layer: draw the strongest units' patches (a folder: top patches across its images).",
+)
+@click.option(
+    "--top",
+    "top_k",
+    type=click.IntRange(min=1),
+    default=9,
+    show_default=True,
+    help="Patches to draw.",
+)
+@click.option(
+    "--channel",
+    type=click.IntRange(min=0),
+    help="Rank units by this channel (default: each unit's strongest; for a folder, the most active channel).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    metavar="DIR",
+    help="Folder for patch images (default: RUN_DIR/receptive_field or ./receptive_field).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the analytic box against the input gradient's support (exit 1 if they disagree).",
+)
+@click.option(
+    "--erf-images",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="--plot: noise images to average (or the --image files).",
+)
+def receptive_field_cmd(
+    run_dir,
+    backbone,
+    input_size,
+    model_path,
+    weights,
+    layer,
+    as_json,
+    plot_path,
+    images,
+    top_k,
+    channel,
+    out_dir,
+    verify,
+    erf_images,
+) -> None:
+    """Receptive fields: size R, stride S and padding P of every layer, per axis.
+
+    The centre of unit x lies at input pixel -P + x·S + (R-1)/2 (google-research/receptive_field's
+    convention); the table needs no forward pass.
+
+    \b
+    Examples:
+      tfcam receptive-field --backbone vgg16 --layer block5_pool --json
+      tfcam receptive-field --backbone resnet50 --input-size 320
+      tfcam receptive-field runs/shapes-… --layer block3_relu --image photo.png --top 5 --verify
+      tfcam receptive-field --model net.keras --layer conv4 --plot erf.png
+    """
+    given = [
+        n for n, v in (("RUN_DIR", run_dir), ("--backbone", backbone), ("--model", model_path)) if v
+    ]
+    if len(given) != 1:
+        raise UserError(
+            "Give exactly one of RUN_DIR, --backbone NAME or --model PATH.keras"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if weights and not backbone:
+        raise UserError("--weights goes with --backbone (a run or model file has its own weights)")
+    if images and layer is None:
+        raise UserError("--image needs --layer (run without it to see the layers)")
+    resize = "stretch"
+    default_out = Path("receptive_field")
+    if backbone:
+        from tfcam.models.registry import get_backbone
+
+        bb = get_backbone(backbone)
+        size = input_size or bb.default_size
+        if size < bb.min_size:
+            raise UserError(
+                f"Backbone '{backbone}' needs inputs of at least {bb.min_size} px, got {size}"
+            )
+    elif run_dir:
+        from tfcam.runs import Run
+
+        run = Run(run_dir).require_model()
+        default_out = run.path / "receptive_field"
+    else:
+        if not Path(model_path).is_file():
+            raise UserError(f"Model file not found: '{model_path}'")
+    if images:
+        from tfcam.explain.inputs import list_inputs
+
+        list_inputs(images)  # a missing path fails before TensorFlow loads
+    _quiet_tensorflow()
+    from tfcam.explain import receptive_field as rf
+    from tfcam.models.build import load_model
+
+    if backbone:
+        from tfcam.models.build import build_classifier
+
+        model = build_classifier(backbone=backbone, num_classes=2, image_size=size, weights=weights)
+        input_size = None
+    elif run_dir:
+        cfg = run.config()
+        resize = cfg.data.resize
+        model = load_model(run.model_path)
+    else:
+        model = load_model(model_path)
+    fields = rf.receptive_fields(model, input_size)
+    if layer is None:
+        _rf_table(rf, model, fields, as_json, plot_path, verify)
+        return
+    if layer not in fields:
+        raise rf.layer_choice_error(layer, list(fields))
+    field = fields[layer]
+    record = field.as_dict()
+    lines = [_rf_line(field)]
+    failed = False
+    if verify:
+        v = rf.verify(model, layer, fields=fields)
+        record["verify"] = v.as_dict()
+        failed = not v.ok
+        lines.append(
+            f"empirical check, unit {v.unit}: gradient support {v.support} vs analytic box "
+            f"{v.analytic} (top, left, bottom, right): {'agree' if v.ok else 'DISAGREE'}"
+        )
+    if plot_path:
+        import numpy as np
+
+        from tfcam.viz.plots import effective_field_plot, to_png
+
+        field._need_local()
+        pics = None
+        if images:
+            from tfcam.data.pipeline import read_images
+            from tfcam.explain.inputs import list_inputs
+
+            pics = read_images([str(f) for f in list_inputs(images)], field.input_shape, resize)
+        erf = rf.effective_receptive_field(model, layer, pics, n_random=erf_images)
+        fig = effective_field_plot(
+            np.sqrt(erf.map),
+            erf.centre,
+            erf.radius95,
+            field.box(*erf.unit),
+            title=f"{layer}: effective receptive field, {erf.images} image(s)",
+            colorbar_label="√ share of gradient magnitude",
+        )
+        _write_bytes(Path(plot_path), to_png(fig))
+        record["effective"] = erf.as_dict()
+        lines.append(
+            f"effective receptive field (Luo et al. 2016): 95% of the gradient within "
+            f"{2 * erf.radius95 + 1:.0f}×{2 * erf.radius95 + 1:.0f} px of the centre, theoretical "
+            f"{field.size[0]}×{field.size[1]}; plot: {plot_path}"
+        )
+    if images:
+        out = Path(out_dir) if out_dir else default_out
+        rec = rf.write_patches(model, field, images, out, k=top_k, channel=channel, resize=resize)
+        record["patches"] = rec["patches"]
+        record["files"] = rec["files"]
+        lines.append("wrote " + ", ".join(rec["files"]))
+    if as_json:
+        click.echo(json.dumps(record))
+    else:
+        click.echo("\n".join(lines))
+    if failed:
+        _fail(f"the analytic field of '{layer}' disagrees with the gradient's support", 1)
+
+
+def _rf_line(field) -> str:
+    if field.kind != "local":
+        return f"{field.layer}: no box per unit, the field is {field.kind}: {field.reason}"
+    (ry, rx), (sy, sx), (py, px) = field.size, field.stride, field.padding
+    h, w = field.shape
+    extra = (
+        "; also sees the whole image through a globally pooled branch"
+        if field.global_context
+        else ""
+    )
+    return (
+        f"{field.layer}: size {ry}×{rx}, stride {sy}×{sx}, padding {py}×{px} (output {h}×{w}; "
+        f"unit (y, x) sees rows {-py}+{sy}y … {ry - 1 - py}+{sy}y, columns {-px}+{sx}x … "
+        f"{rx - 1 - px}+{sx}x{extra})"
+    )
+
+
+def _rf_table(rf, model, fields, as_json, plot_path, verify) -> None:
+    table = rf.fields_table(fields)
+    failed = []
+    if verify:
+        local = [n for n, f in fields.items() if f.kind == "local" and f.layer_type != "InputLayer"]
+        step = max(1, len(local) // 12)
+        checked = {}
+        for name in local[::step]:
+            v = rf.verify(model, name, fields=fields)
+            checked[name] = "ok" if v.ok else "FAILED"
+            if not v.ok:
+                failed.append(name)
+        table["verify"] = [checked.get(n, "") for n in table["layer"]]
+    if plot_path:
+        from tfcam.viz.plots import field_growth_plot, to_png
+
+        _write_bytes(Path(plot_path), to_png(field_growth_plot(table, model.name)))
+    if as_json:
+        out = [f.as_dict() for f in fields.values()]
+        if verify:
+            for o, mark in zip(out, table["verify"], strict=True):
+                if mark:
+                    o["verify"] = mark == "ok"
+        click.echo(json.dumps(out))
+    else:
+        import pandas as pd
+
+        with pd.option_context(
+            "display.max_rows", None, "display.width", 200, "display.max_colwidth", 70
+        ):
+            left = {
+                c: f"{{:<{table[c].astype(str).str.len().max()}}}".format
+                for c in ("layer", "type", "note")
+            }
+            click.echo(table.to_string(index=False, formatters=left, justify="left").rstrip())
+    if failed:
+        _fail(
+            f"the analytic field disagrees with the gradient's support at: {', '.join(failed)}", 1
+        )
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    from tfcam.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="tfcam")
