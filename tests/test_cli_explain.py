@@ -166,3 +166,58 @@ def test_explain_any_keras_model_file(tmp_path, photos):
     records = json.loads(r.output)
     assert all(rec["target"] == "green" for rec in records)
     assert cv2.imread(records[0]["outputs"]["gradcam++"]["overlay"]).shape == (40, 40, 3)
+
+
+def test_per_layer_gallery(tiny_run, photos, tmp_path):
+    r = run(
+        "explain",
+        tiny_run,
+        photos,
+        "--layer",
+        "block2_relu",
+        "--layer",
+        "block4_relu",
+        "-m",
+        "gradcam,saliency",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    for rec in json.loads(r.output):
+        assert set(rec["galleries"]) == {"gradcam"}  # saliency has no layer
+        gallery = cv2.imread(rec["galleries"]["gradcam"])
+        single = cv2.imread(rec["outputs"]["gradcam-block2_relu"]["panel"])
+        assert gallery is not None and single is not None
+        assert gallery.shape[1] == round(3 * 2.4 * 80)  # image + one tile per layer, at 80 dpi
+
+
+def test_features_grid_shows_the_most_active_channels(tiny_run, photos, tmp_path):
+    r = run(
+        "features",
+        tiny_run,
+        photos,
+        "--layer",
+        "block1_relu",
+        "--count",
+        "4",
+        "--order",
+        "most_active",
+        "--out",
+        tmp_path,
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    records = json.loads(r.output)
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    sub = keras.Model(model.inputs[0], model.get_layer("block1_relu").output)
+    for rec in records:
+        x = read_images([rec["image"]], 32)
+        a = sub(x).numpy()[0]
+        want = np.argsort(-a.reshape(-1, a.shape[-1]).mean(axis=0), kind="stable")[:4]
+        assert rec["channels"]["block1_relu"] == [int(c) for c in want]
+        assert cv2.imread(rec["outputs"]["block1_relu"]) is not None
+    r = run("features", tiny_run, photos, "--layer", "nope", "--out", tmp_path)
+    assert r.exit_code == 2 and "Unknown layer 'nope'" in r.stderr
+    r = run("features", tiny_run)
+    assert r.exit_code == 2 and "at least one image" in r.stderr

@@ -467,6 +467,62 @@ def explain(
     )
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, metavar="[RUN_DIR] INPUT...")
+@click.option(
+    "--model", "model_path", metavar="PATH.keras", help="Use this model instead of a run's."
+)
+@click.option(
+    "--layer", "layers", multiple=True, help="Layer(s) (default: the backbone's early layer)."
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=16, show_default=True, help="Channels per grid."
+)
+@click.option(
+    "--order", type=click.Choice(["first", "most_active"]), default="first", show_default=True
+)
+@click.option(
+    "--out", "out_dir", metavar="DIR", help="Output folder (default: RUN_DIR/explanations)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def features(paths, model_path, layers, count, order, out_dir, as_json) -> None:
+    """Feature-map grids: the activations of a layer, one small map per channel.
+
+    \b
+    Examples:
+      tfcam features runs/shapes-… photo.png --layer block1_relu --order most_active
+      tfcam features --model vgg19.keras cat.jpg --layer block1_conv2 --count 64
+    """
+    paths = list(paths)
+    if model_path is None:
+        if not paths:
+            raise UserError("Give a run directory (or --model PATH.keras) and images")
+        from tfcam.runs import Run
+
+        Run(paths[0]).require_model()
+        run_dir, inputs = paths[0], paths[1:]
+    else:
+        run_dir, inputs = None, paths
+    if not inputs:
+        raise UserError("Give at least one image or folder")
+    from tfcam.explain.inputs import list_inputs
+
+    list_inputs(inputs)
+    _quiet_tensorflow()
+    from tfcam.explain import api
+
+    source = api.from_run(run_dir) if run_dir else api.from_model_file(model_path)
+    records = api.write_feature_maps(
+        source, inputs, layers=layers or None, count=count, order=order, out_dir=out_dir
+    )
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for r in records:
+        for layer, path in r["outputs"].items():
+            click.echo(f"{r['image']}: {layer} channels {r['channels'][layer]} -> {path}")
+
+
 @cli.command("receptive-field")
 @click.argument("run_dir", required=False, metavar="[RUN_DIR]")
 @click.option(

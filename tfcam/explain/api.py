@@ -80,6 +80,7 @@ class ModelSource:
     image_size: tuple[int, int]
     resize: str = "stretch"
     default_out: Path = Path("explanations")
+    early_layer: str | None = None
 
 
 def from_run(run_dir: str | os.PathLike) -> ModelSource:
@@ -90,7 +91,17 @@ def from_run(run_dir: str | os.PathLike) -> ModelSource:
     cfg = run.config()
     model = load_model(run.model_path)
     size = (cfg.data.image_size, cfg.data.image_size)
-    return ModelSource(model, run.class_names(), size, cfg.data.resize, run.path / "explanations")
+    from tfcam.models.registry import BACKBONES
+
+    bb = BACKBONES.get(cfg.model.backbone)
+    return ModelSource(
+        model,
+        run.class_names(),
+        size,
+        cfg.data.resize,
+        run.path / "explanations",
+        bb.early_layer if bb else None,
+    )
 
 
 def from_model_file(path: str | os.PathLike, class_names_file=None) -> ModelSource:
@@ -214,6 +225,21 @@ def explain_files(
                     with atomic_path(paths["panel"]) as tmp:
                         tmp.write_bytes(to_png(fig, dpi=80))
                     rec["outputs"][suffix] = {k: str(v) for k, v in paths.items()}
+            if len(e.heatmaps) > 1:  # one figure per image: the method at every layer
+                for i, rec in enumerate(batch_records):
+                    img = to_uint8(x[i])
+                    names = list(e.heatmaps)
+                    fig = panel(
+                        [img] + [overlay(img, e.heatmaps[n][i], alpha=alpha) for n in names],
+                        ["image", *names],
+                        suptitle=f"{Path(rec['image']).name}: {method}, target "
+                        f"{explainer_name(explainer, int(e.targets[i]))}",
+                        tile_inches=2.4,
+                    )
+                    path = folders[i] / f"{method}_layers.png"
+                    with atomic_path(path) as tmp:
+                        tmp.write_bytes(to_png(fig, dpi=80))
+                    rec.setdefault("galleries", {})[method] = str(path)
             for i, rec in enumerate(batch_records):
                 p = e.probabilities[i]
                 rec.update(
@@ -237,3 +263,63 @@ def explain_files(
 def explainer_name(explainer: Explainer, index: int) -> str:
     names = explainer.class_names
     return names[index] if names and 0 <= index < len(names) else str(index)
+
+
+def write_feature_maps(
+    source: ModelSource,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    layers: Sequence[str] | None = None,
+    count: int = 16,
+    order: str = "first",
+    out_dir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Feature-map grids: ``OUT/<image>/features-<layer>.png`` per image and layer.
+
+    Args:
+        source: The model and how to feed it.
+        inputs: Image files and folders.
+        layers: Layers (default: the backbone's early layer, else the first spatial layer).
+        count: Channels per grid.
+        order: ``first`` channels or the ``most_active`` (highest mean activation) first.
+        out_dir: Output folder (default: the source's ``explanations/``).
+
+    Returns:
+        One record per image: ``{"image", "outputs": {layer: path}, "channels": {layer: [...]}}``.
+    """
+    from tfcam.explain.features import CHANNEL_ORDERS, feature_maps, select_channels
+    from tfcam.viz.overlay import feature_grid
+    from tfcam.viz.plots import to_png
+
+    if order not in CHANNEL_ORDERS:
+        raise UserError(
+            f"Unknown channel order '{order}'. Choose from: {', '.join(CHANNEL_ORDERS)}"
+        )
+    files = list_inputs(inputs)
+    out_dir = Path(out_dir) if out_dir is not None else source.default_out
+    explainer = Explainer(source.model, class_names=source.class_names)
+    if not layers:
+        from tfcam.explain.engine import spatial_layers
+
+        early = getattr(source, "early_layer", None)
+        names = spatial_layers(explainer.model)
+        layers = [early if early in names else names[min(1, len(names) - 1)]]
+    layer_names = explainer.resolve_layers(list(layers))
+    records = []
+    for start in range(0, len(files), 16):
+        chunk = files[start : start + 16]
+        x = read_images([str(f) for f in chunk], source.image_size, source.resize)
+        maps = feature_maps(explainer, x, layer_names)
+        for i, f in enumerate(chunk):
+            rec: dict[str, Any] = {"image": str(f), "outputs": {}, "channels": {}}
+            for name in layer_names:
+                a = maps[name][i]
+                channels = select_channels(a, count, order)
+                fig = feature_grid(a, channels, title=f"{f.name}: {name} ({order} channels)")
+                path = out_dir / f.stem / f"features-{name}.png"
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(to_png(fig, dpi=80))
+                rec["outputs"][name] = str(path)
+                rec["channels"][name] = [int(c) for c in channels]
+            records.append(rec)
+    return records

@@ -81,3 +81,31 @@ def panel(
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def feature_grid(activations: np.ndarray, channels, *, title: str = "", cell: float = 1.4):
+    """Channels of one image's feature maps ``[h, w, C]`` in a grid, each scaled to its own range.
+
+    Zeiler & Fergus (2014) popularised reading intermediate layers this way.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+
+    channels = list(channels)
+    cols = math.ceil(math.sqrt(max(len(channels), 1)))
+    rows = math.ceil(max(len(channels), 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, c in zip(axes.ravel(), channels, strict=False):
+        m = np.asarray(activations[..., c], np.float64)
+        lo, hi = m.min(), m.max()
+        ax.imshow(
+            (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m), cmap="viridis", vmin=0, vmax=1
+        )
+        ax.set_title(f"#{c} max {hi:.2g}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
