@@ -302,9 +302,13 @@ def predict(run_dir, images, top_k, as_json) -> None:
 @click.argument("run_dir", metavar="RUN_DIR")
 def report(run_dir) -> None:
     """(Re)write a run's HTML report, RUN_DIR/report/index.html."""
-    from tfcam.report.html import write_report
+    from tfcam.runs import Run
 
-    click.echo(f"Report: {write_report(run_dir)}")
+    Run(run_dir).require()
+    _quiet_tensorflow()
+    from tfcam.train.fit import build_report
+
+    click.echo(f"Report: {build_report(run_dir)}")
 
 
 @cli.command()

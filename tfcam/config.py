@@ -100,6 +100,8 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     restore_best: bool = True
     early_stopping_patience: int = 0
+    #: Validation images in the per-epoch TensorBoard Grad-CAM panel (0: no panel).
+    tensorboard_cams: int = 8
     seed: int = 42
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 

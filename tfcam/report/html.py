@@ -1,76 +1,171 @@
-"""The run report: one self-contained HTML page per run (no TensorFlow here).
+"""The run report: one HTML page per run, ``RUN/report/index.html``, with its figures beside it in
+``RUN/report/figures/`` (no network, no TensorFlow here).
 
-It reads only the run directory's files, so it can be rebuilt at any time with ``tfcam report``.
+It reads only the run directory's files: the metrics, history, data report and config, plus the
+manifest ``report/figures.json`` of model-dependent figures that
+:func:`tfcam.explain.report_figures.build_report_figures` draws. ``tfcam report`` runs both.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from tfcam.io import read_json, write_text
+from tfcam.io import atomic_path, read_json, write_text
 from tfcam.runs import Run, read_history
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
-color:#222;padding:0 1rem}h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;
-margin-top:2rem}table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ddd;padding:.25rem .6rem;
-text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;
-padding:.8rem;overflow:auto;font-size:.85rem}.muted{color:#777}img{max-width:100%}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;line-height:1.45}
+main{max-width:1150px;margin:0 auto;padding:1rem 1.5rem 3rem}
+header{background:#1f2d3d;color:#fff;padding:1.2rem 1.5rem}header h1{margin:0;font-size:1.5rem}
+header p{margin:.3rem 0 0;color:#c9d3dd;font-size:.9rem}
+nav{background:#f4f6f8;border-bottom:1px solid #dde3e9;padding:.5rem 1.5rem;font-size:.9rem;position:sticky;top:0}
+nav a{margin-right:1rem;color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
+h2{border-bottom:1px solid #dde3e9;padding-bottom:.25rem;margin-top:2.2rem}
+table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}td,th{border:1px solid #dde3e9;padding:.25rem .6rem;
+text-align:right}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}
+pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.82rem}.muted{color:#6b7785}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eef1f4}figcaption{color:#555;font-size:.88rem}
+.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}.card{background:#f4f6f8;border-radius:6px;
+padding:.6rem 1rem;min-width:9rem}.card b{display:block;font-size:1.4rem}.card span{color:#6b7785;font-size:.8rem}
 """
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def _figure(src: str, alt: str, caption: str = "") -> str:
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{html.escape(alt)}" src="{html.escape(src)}">{cap}</figure>'
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Writes ``RUN/report/index.html`` from the run's files and returns its path."""
-    from tfcam.viz.plots import learning_curves, to_png
+    """Writes ``RUN/report/index.html`` (and its data figures) from the run's files.
+
+    Model-dependent sections appear when ``report/figures.json`` exists (``tfcam report`` and
+    ``tfcam fit`` draw them first).
+
+    Returns:
+        The path of ``index.html``.
+    """
+    from tfcam.viz.plots import (
+        batch_loss_curve,
+        class_distribution,
+        confusion_matrix_figure,
+        learning_curves,
+        lr_finder_curve,
+        to_png,
+    )
 
     run = Run(run_dir).require()
+    report_dir = run.report_path.parent
+    fig_dir = report_dir / "figures"
     cfg_text = run.config_path.read_text(encoding="utf-8")
-    name = run.config().name
-    parts = [
-        f"<h1>tfcam run: {html.escape(name)}</h1>",
-        f'<p class="muted">{html.escape(str(run.path.resolve()))}</p>',
-    ]
+    cfg = run.config()
+    name = cfg.name
+    sections: list[tuple[str, str, list[str]]] = []  # (id, title, html parts)
 
+    def save(fig, file: str) -> str:
+        with atomic_path(fig_dir / file) as tmp:
+            Path(tmp).write_bytes(to_png(fig, dpi=90))
+        return f"figures/{file}"
+
+    class_names = run.class_names() if run.class_names_path.is_file() else []
+
+    # Summary -----------------------------------------------------------------------------------
     metrics = run.metrics()
+    state = run.state() or {}
+    history = read_history(run.history_path)
+    cards = []
+    for split in ("val", "test"):
+        if split in metrics and metrics[split].get("accuracy") is not None:
+            cards.append((f"{metrics[split]['accuracy']:.3f}", f"{split} accuracy"))
+    if len(history):
+        cards.append((str(len(history)), "epochs"))
+    if state.get("seconds"):
+        cards.append((f"{state['seconds']:.0f} s", "training time"))
+    cards.append((cfg.model.backbone, f"backbone, {cfg.data.image_size} px"))
+    cards.append((str(len(class_names)), "classes"))
+    summary = '<div class="cards">' + "".join(
+        f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
+        for v, k in cards
+    )
+    summary += "</div>"
+
+    # Metrics -------------------------------------------------------------------------------------
     if metrics:
+        parts = []
         rows = {
             split: {k: m.get(k) for k in ("accuracy", "loss", "macro_f1", "n")}
             for split, m in metrics.items()
         }
-        parts += ["<h2>Metrics</h2>", pd.DataFrame(rows).T.to_html(float_format="%.4f")]
+        table = pd.DataFrame(rows).T
+        if "n" in table:
+            table["n"] = table["n"].map(lambda v: "" if v is None else f"{int(v)}")
+        parts.append(table.to_html(float_format="%.4f"))
         for split, m in metrics.items():
             if "per_class" in m:
                 table = pd.DataFrame(m["per_class"]).T
-                parts += [f"<h3>Per class ({split})</h3>", table.to_html(float_format="%.3f")]
+                if "support" in table:
+                    table["support"] = table["support"].astype(int)
+                parts += [
+                    f"<h3>Per class ({html.escape(split)})</h3>",
+                    table.to_html(float_format="%.3f"),
+                ]
+            if m.get("confusion") and class_names:
+                src = save(
+                    confusion_matrix_figure(
+                        m["confusion"], class_names, title=f"Confusion matrix, {split}"
+                    ),
+                    f"confusion_{split}.png",
+                )
+                parts.append(_figure(src, f"confusion matrix {split}"))
+        sections.append(("metrics", "Metrics", parts))
 
-    history = read_history(run.history_path)
+    # Training -------------------------------------------------------------------------------------
+    parts = []
     if len(history):
-        parts += [
-            "<h2>Learning curves</h2>",
-            _img(to_png(learning_curves(history)), "learning curves"),
-        ]
+        parts.append(
+            _figure(
+                save(learning_curves(history), "learning_curves.png"),
+                "learning curves",
+                "Per epoch; the dotted line marks where fine-tuning of the backbone starts."
+                if "phase" in history and (history["phase"] == 2).any()
+                else "Per epoch.",
+            )
+        )
+    batch_path = run.path / "batch_history.csv"
+    if batch_path.is_file():
+        batches = pd.read_csv(batch_path)
+        if len(batches):
+            parts.append(_figure(save(batch_loss_curve(batches), "batch_loss.png"), "batch loss"))
+    lr_path = run.path / "lr_finder.csv"
+    if lr_path.is_file():
+        lr = pd.read_csv(lr_path)
+        parts.append(_figure(save(lr_finder_curve(lr), "lr_finder.png"), "learning-rate finder"))
+    if len(history):
         parts += [
             "<details><summary>History table</summary>",
             history.to_html(index=False, float_format="%.4f"),
             "</details>",
         ]
+    if parts:
+        sections.append(("training", "Training", parts))
 
+    # Data ------------------------------------------------------------------------------------------
     if run.data_report_path.is_file():
         rep = read_json(run.data_report_path)
-        parts += [
-            "<h2>Data</h2>",
-            f"<p>{html.escape(rep.get('how', ''))}; root <code>{html.escape(rep.get('root', ''))}</code></p>",
+        parts = [
+            f"<p>{html.escape(rep.get('how', ''))}; root <code>{html.escape(rep.get('root', ''))}</code></p>"
         ]
-        parts.append(pd.DataFrame(rep.get("counts", {})).to_html())
+        counts = pd.DataFrame(rep.get("counts", {}))
+        if len(counts):
+            if class_names:
+                counts = counts.reindex([c for c in class_names if c in counts.index])
+            parts.append(
+                _figure(save(class_distribution(counts), "class_distribution.png"), "classes")
+            )
+            parts.append(counts.to_html())
         for key, title in (("skipped", "Skipped files"), ("suspicious", "Kept, but worth a look")):
             items = rep.get(key) or []
             if items:
@@ -78,18 +173,43 @@ def write_report(run_dir: str | Path) -> Path:
                     f"<h3>{title} ({len(items)})</h3>",
                     pd.DataFrame(items).to_html(index=False),
                 ]
+        sections.append(("data", "Data", parts))
 
-    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(cfg_text)}</pre>"]
+    # Model figures ---------------------------------------------------------------------------------
+    manifest_path = report_dir / "figures.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for sec in manifest.get("sections", []):
+            parts = [f"<p>{html.escape(sec['text'])}</p>"] if sec.get("text") else []
+            for fig in sec.get("figures", []):
+                if fig.get("file") and (report_dir / fig["file"]).is_file():
+                    parts.append(_figure(fig["file"], sec["title"], fig.get("caption", "")))
+                elif fig.get("caption"):
+                    parts.append(f"<p>{html.escape(fig['caption'])}</p>")
+            sections.append((sec["id"], sec["title"], parts))
+
+    # Config, logs ------------------------------------------------------------------------------------
+    parts = [f"<pre>{html.escape(cfg_text)}</pre>"]
     if run.tensorboard.is_dir():
         parts.append(
-            f'<p>TensorBoard logs: <a href="../tensorboard/">{html.escape(str(run.tensorboard))}</a> '
-            f"(<code>tensorboard --logdir {html.escape(str(run.tensorboard))}</code>)</p>"
+            f'<p>TensorBoard logs: <a href="../tensorboard/">{html.escape(str(run.tensorboard))}</a>; '
+            f"view them with <code>tensorboard --logdir {html.escape(str(run.tensorboard))}</code></p>"
         )
-    state = run.state()
     if state:
         parts.append(f'<p class="muted">Run state: {html.escape(json.dumps(state))}</p>')
+    sections.append(("config", "Configuration and logs", parts))
+
+    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
+    body = "".join(
+        f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
+        for sid, title, parts in sections
+    )
     page = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tfcam: {html.escape(name)}</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>tfcam: {html.escape(name)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>tfcam run: {html.escape(name)}</h1>"
+        f"<p>{html.escape(str(run.path.resolve()))}</p></header>"
+        f"<nav>{nav}</nav><main>{summary}{body}</main></body></html>\n"
     )
     return write_text(run.report_path, page)

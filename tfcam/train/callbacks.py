@@ -176,3 +176,162 @@ def step_or_cosine_schedule(
         return base_lr
 
     return f
+
+
+class BatchHistoryCSV(keras.callbacks.Callback):
+    """Training loss per batch (Keras's running mean within the epoch) → ``batch_history.csv``.
+
+    Rows are kept in memory and the file is rewritten atomically at each epoch's end, so a killed
+    run keeps every finished epoch. A resumed run appends to what is there.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            import pandas as pd
+
+            self.rows = pd.read_csv(self.path).to_dict("records")
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.rows = [r for r in self.rows if r["epoch"] < epoch]  # a re-run epoch replaces itself
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:
+            step = (self.rows[-1]["step"] + 1) if self.rows else 0
+            self.rows.append({"step": step, "epoch": self.epoch, "loss": float(logs["loss"])})
+
+    def on_epoch_end(self, epoch, logs=None):
+        import pandas as pd
+
+        from tfcam.io import write_text
+
+        write_text(
+            self.path,
+            pd.DataFrame(self.rows, columns=["step", "epoch", "loss"]).to_csv(index=False),
+        )
+
+
+class TensorBoardPanels(keras.callbacks.Callback):
+    """Per-epoch image panels and run information for TensorBoard.
+
+    Writes into ``log_dir/panels``: at the start the resolved config as text; after each epoch a
+    Grad-CAM panel for a fixed set of validation images (compiled once, reused every epoch) and
+    the confusion matrix on a fixed sample of validation images. HParams go to ``log_dir`` itself,
+    beside the ``train``/``validation`` runs of Keras's TensorBoard callback.
+
+    Args:
+        log_dir: The run's ``tensorboard/`` folder.
+        images: Fixed validation images ``[K, H, W, 3]`` for the CAM panel (K small).
+        sample: Validation images ``[M, H, W, 3]`` and ``labels`` ``[M]`` for the confusion matrix.
+        class_names: Label order.
+        config_text: The resolved config (YAML).
+        hparams: Flat ``{name: value}`` for the HParams plugin.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        *,
+        images,
+        sample,
+        labels,
+        class_names: list[str],
+        config_text: str,
+        hparams: dict,
+        cams: bool = True,
+    ):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.images = images
+        self.sample = sample
+        self.labels = labels
+        self.class_names = class_names
+        self.config_text = config_text
+        self.hparams = hparams
+        self.cams = cams
+        self._explainer = None
+        self._writer = None
+        self._forward = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self._writer = tf.summary.create_file_writer(str(self.log_dir / "panels"))
+        with self._writer.as_default():
+            tf.summary.text("config", f"```\n{self.config_text}\n```", step=0)
+        self._writer.flush()
+        try:
+            from tensorboard.plugins.hparams import api as hp
+
+            with tf.summary.create_file_writer(str(self.log_dir)).as_default():
+                hp.hparams(self.hparams, trial_id=self.log_dir.parent.name)
+        except ImportError:  # tensorboard comes with tensorflow; be quiet if it does not
+            pass
+
+    def _panel(self, epoch: int):
+        import numpy as np
+
+        from tfcam.explain.api import explain
+        from tfcam.explain.engine import Explainer
+        from tfcam.viz.overlay import overlay
+
+        if self._explainer is None:
+            self._explainer = Explainer(self.model, class_names=self.class_names)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e = explain(self._explainer, self.images, "gradcam")
+        tiles = [overlay(self.images[i], e.heatmap[i]) for i in range(len(self.images))]
+        top = np.concatenate(
+            [np.clip(self.images, 0, 255).astype("uint8")[i] for i in range(len(tiles))], axis=1
+        )
+        return np.concatenate([top, np.concatenate(tiles, axis=1)], axis=0)
+
+    def _confusion(self):
+        import numpy as np
+        import tensorflow as tf
+
+        from tfcam.viz.plots import confusion_matrix_figure, to_png
+
+        if self._forward is None:
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def forward(x):
+                return model(x, training=False)
+
+            self._forward = forward
+        probs = np.concatenate(
+            [
+                np.asarray(self._forward(tf.constant(self.sample[i : i + 64], tf.float32)))
+                for i in range(0, len(self.sample), 64)
+            ]
+        )
+        pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[-1] == 1 else probs.argmax(axis=1)
+        n = len(self.class_names)
+        cm = np.zeros((n, n), int)
+        np.add.at(cm, (np.asarray(self.labels), pred), 1)
+        png = to_png(
+            confusion_matrix_figure(cm, self.class_names, title=f"{len(self.labels)} val images"),
+            dpi=60,
+        )
+        return tf.image.decode_png(png, channels=3)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        with self._writer.as_default():
+            if self.cams and len(self.images):
+                tf.summary.image("gradcam", self._panel(epoch)[None], step=epoch)
+            if len(self.sample):
+                tf.summary.image("confusion_matrix", self._confusion()[None], step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()

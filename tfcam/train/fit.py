@@ -104,11 +104,78 @@ def fit(
     result.seconds = time.perf_counter() - t0
     run.update_state(status="completed", seconds=round(result.seconds, 1))
     if report:
-        from tfcam.report.html import write_report
-
-        path = write_report(run.path)
+        path = build_report(run.path)
         log.info("Report: %s", path)
     return result
+
+
+def _tensorboard_panels(cfg: ExperimentConfig, run: Run, splits: Splits) -> cb.TensorBoardPanels:
+    """The TensorBoard panels callback with its fixed validation images, loaded once."""
+    from tfcam.config import to_yaml
+    from tfcam.data.pipeline import read_images
+
+    files, labels = splits.files.get("val", []), splits.labels.get("val", [])
+    k = cfg.train.tensorboard_cams
+    # CAM panel: one image per class in turn, so every class shows up.
+    by_class: dict[int, list[str]] = {}
+    for f, y in zip(files, labels, strict=True):
+        by_class.setdefault(y, []).append(f)
+    chosen: list[str] = []
+    while len(chosen) < min(k, len(files)):
+        for y in sorted(by_class):
+            if by_class[y] and len(chosen) < k:
+                chosen.append(by_class[y].pop(0))
+    size, resize = cfg.data.image_size, cfg.data.resize
+    images = (
+        read_images(chosen, size, resize) if chosen else np.zeros((0, size, size, 3), "float32")
+    )
+    # Confusion matrix: an evenly spread, capped sample (the full set may be large).
+    idx = np.linspace(0, len(files) - 1, min(256, len(files))).round().astype(int) if files else []
+    sample = (
+        read_images([files[i] for i in idx], size, resize).astype("uint8")
+        if len(idx)
+        else np.zeros((0, size, size, 3), "uint8")
+    )
+    t, d, m = cfg.train, cfg.data, cfg.model
+    hparams = {
+        "backbone": m.backbone,
+        "image_size": d.image_size,
+        "batch_size": d.batch_size,
+        "optimizer": t.optimizer,
+        "learning_rate": t.learning_rate,
+        "schedule": t.schedule,
+        "epochs": t.epochs,
+        "fine_tune_epochs": t.fine_tune.epochs,
+        "label_smoothing": t.label_smoothing,
+        "freeze_backbone": t.freeze_backbone,
+    }
+    return cb.TensorBoardPanels(
+        run.tensorboard,
+        images=images,
+        sample=sample,
+        labels=[labels[i] for i in idx],
+        class_names=list(splits.class_names),
+        config_text=to_yaml(cfg),
+        hparams=hparams,
+        cams=k > 0,
+    )
+
+
+def build_report(run_dir) -> Path:
+    """Draws the model figures, then writes the page. A failure in the figures (an odd model)
+    leaves a report without them rather than no report."""
+    from tfcam.explain.report_figures import build_report_figures
+    from tfcam.report.html import write_report
+
+    try:
+        build_report_figures(run_dir)
+    except Exception as e:  # the page is still worth having
+        log.warning(
+            "Report figures failed (%s: %s); writing the report without them",
+            type(e).__name__,
+            str(e).splitlines()[0][:200] if str(e) else "",
+        )
+    return write_report(run_dir)
 
 
 def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
@@ -248,6 +315,8 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
 
         verbose = 1 if sys.stdout.isatty() else 2
 
+    panels = _tensorboard_panels(cfg, run, splits)
+
     def callbacks(phase: int, base_lr: float, first_epoch: int, n_epochs: int) -> list:
         sched = cb.step_or_cosine_schedule(
             t.schedule, base_lr, n_epochs, step_every=t.step_every, gamma=t.gamma
@@ -260,6 +329,8 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
             keras.callbacks.TensorBoard(
                 log_dir=str(run.tensorboard), write_graph=False, profile_batch=0
             ),
+            cb.BatchHistoryCSV(run.path / "batch_history.csv"),
+            panels,
         ]
         if t.early_stopping_patience:
             cbs.append(

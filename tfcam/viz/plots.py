@@ -46,6 +46,114 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     return fig
 
 
+def batch_loss_curve(batches: pd.DataFrame) -> Figure:
+    """Training loss per batch (Keras's running mean within each epoch), epochs marked.
+
+    Args:
+        batches: ``batch_history.csv``: columns ``step`` (global batch index), ``epoch``, ``loss``.
+    """
+    fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
+    ax.plot(batches["step"], batches["loss"], lw=1)
+    for _, first in batches.groupby("epoch")["step"].min().items():
+        ax.axvline(first, color="grey", lw=0.5, alpha=0.4)
+    ax.set_title("Training loss per batch")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def class_distribution(counts: pd.DataFrame) -> Figure:
+    """Images per class and split as grouped bars.
+
+    Args:
+        counts: One column per split (``train``, ``val``, ``test``), one row per class.
+    """
+    import numpy as np
+
+    classes = list(counts.index)
+    splits = list(counts.columns)
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes) + 2), 3.6), layout="constrained")
+    x = np.arange(len(classes))
+    for i, split in enumerate(splits):
+        values = counts[split].fillna(0).to_numpy()
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(
+        x,
+        classes,
+        rotation=30 if len(classes) > 6 else 0,
+        ha="right" if len(classes) > 6 else "center",
+    )
+    ax.set_ylabel("images")
+    ax.set_title("Class distribution")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matrix") -> Figure:
+    """Counts and row-normalised (recall per true class) side by side, numbers in the cells.
+
+    Args:
+        confusion: ``[C, C]`` counts, rows = true class, columns = predicted class.
+        class_names: The C names (axis labels).
+    """
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(class_names)
+    side = max(3.5, 0.55 * n + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
+    for ax, data, sub, fmt in (
+        (axes[0], cm, "counts", "{:.0f}"),
+        (axes[1], norm, "row-normalised", "{:.2f}"),
+    ):
+        ax.imshow(data if sub == "row-normalised" else norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{title} ({sub})", fontsize=10)
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), class_names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(data[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    return fig
+
+
+def lr_finder_curve(df: pd.DataFrame, suggestion: float | None = None) -> Figure:
+    """Loss against learning rate (log scale) from a learning-rate range test.
+
+    Args:
+        df: Columns ``lr`` and ``loss`` (optionally ``smoothed``).
+        suggestion: A learning rate to mark.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    ax.plot(df["lr"], df["loss"], alpha=0.4, label="loss")
+    if "smoothed" in df:
+        ax.plot(df["lr"], df["smoothed"], label="smoothed")
+    if suggestion:
+        ax.axvline(suggestion, color="red", ls="--", lw=1, label=f"suggested {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title("Learning-rate finder")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def effective_field_plot(
     erf,
     centre: tuple[float, float],

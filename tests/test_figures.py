@@ -1,0 +1,134 @@
+"""Figure functions: what each one drew, read back from the returned matplotlib figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfcam.viz import gallery, overlay, patches, plots
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_learning_curves_two_panels_with_the_fine_tune_boundary():
+    h = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 4],
+            "phase": [1, 1, 2, 2],
+            "loss": [1.0, 0.8, 0.6, 0.5],
+            "accuracy": [0.5, 0.6, 0.7, 0.8],
+            "val_loss": [1.1, 0.9, 0.7, 0.6],
+            "val_accuracy": [0.4, 0.5, 0.6, 0.7],
+        }
+    )
+    fig = plots.learning_curves(h)
+    axes = fig.axes
+    assert [a.get_title() for a in axes] == ["Loss", "Accuracy"]
+    for ax, col in zip(axes, ("loss", "accuracy"), strict=True):
+        lines = [ln for ln in ax.get_lines() if ln.get_label() in ("train", "validation")]
+        assert [ln.get_label() for ln in lines] == ["train", "validation"]
+        np.testing.assert_allclose(lines[0].get_ydata(), h[col])
+        vlines = [ln for ln in ax.get_lines() if ln.get_label().startswith("_")]
+        assert any(np.allclose(ln.get_xdata(), 2.5) for ln in vlines)  # between epochs 2 and 3
+        assert " fine-tuning" in texts(ax)
+
+
+def test_batch_loss_curve():
+    b = pd.DataFrame(
+        {"step": range(6), "epoch": [0, 0, 0, 1, 1, 1], "loss": [3, 2, 1.5, 1.2, 1, 0.9]}
+    )
+    ax = plots.batch_loss_curve(b).axes[0]
+    assert ax.get_title() == "Training loss per batch"
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), b["loss"])
+    assert sorted(ln.get_xdata()[0] for ln in ax.get_lines()[1:]) == [0, 3]  # epoch starts
+
+
+def test_class_distribution_bars_and_labels():
+    counts = pd.DataFrame({"train": [10, 20], "val": [3, 4]}, index=["ants", "bees"])
+    ax = plots.class_distribution(counts).axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [10, 20, 3, 4]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ants", "bees"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "val"]
+    assert sorted(texts(ax)) == sorted(["10", "20", "3", "4"])
+
+
+def test_confusion_matrix_counts_and_row_normalised():
+    cm = [[5, 1, 0], [2, 6, 2], [0, 0, 4]]
+    names = ["cat", "dog", "fox"]
+    fig = plots.confusion_matrix_figure(cm, names, title="CM")
+    left, right = fig.axes
+    assert left.get_title() == "CM (counts)" and right.get_title() == "CM (row-normalised)"
+    for ax in (left, right):
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+        assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert texts(left) == [str(v) for row in cm for v in row]
+    want = [f"{v / sum(row):.2f}" for row in cm for v in row]
+    assert texts(right) == want
+
+
+def test_lr_finder_curve():
+    df = pd.DataFrame({"lr": [1e-5, 1e-4, 1e-3, 1e-2], "loss": [2.0, 1.5, 1.0, 3.0]})
+    ax = plots.lr_finder_curve(df, suggestion=1e-3).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_title() == "Learning-rate finder"
+    assert "suggested 0.001" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_image_grid_class_cams_and_layer_grid():
+    imgs = [np.full((8, 8, 3), i * 20, np.uint8) for i in range(5)]
+    fig = gallery.image_grid(imgs, [f"t{i}" for i in range(5)], cols=3, suptitle="S")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and [ax.get_title() for ax in shown] == [f"t{i}" for i in range(5)]
+    assert len(fig.axes) == 6 and fig._suptitle.get_text() == "S"
+    np.testing.assert_array_equal(shown[2].images[0].get_array(), imgs[2])
+
+    fig = gallery.class_cams(imgs[0], imgs[1:4], ["a", "b", "c"], [0.2, 0.7, 0.1], true="b")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["image\n(true: b)", "a\np=0.20", "b\np=0.70 ★", "c\np=0.10"]
+
+    fig = gallery.layer_grid(imgs[:2], {"l1": imgs[2:4], "l2": imgs[3:5]}, row_titles=["x", "y"])
+    assert len(fig.axes) == 6
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "l1", "l2"]
+    np.testing.assert_array_equal(fig.axes[5].images[0].get_array(), imgs[4])
+
+
+def test_feature_grid_and_panel_and_patch_grid():
+    acts = np.random.default_rng(0).random((6, 6, 10)).astype("float32")
+    fig = overlay.feature_grid(acts, [3, 7, 1], title="T")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title().split()[0] for ax in shown] == ["#3", "#7", "#1"]
+    np.testing.assert_allclose(shown[1].images[0].get_array().max(), 1.0)  # each channel to [0, 1]
+
+    tiles = [np.zeros((4, 4, 3), np.uint8)] * 3
+    fig = overlay.panel(tiles, ["a", "b", "c"], suptitle="P")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+
+    fig = patches.patch_grid(tiles[:2], ["p1", "p2"], suptitle="G")
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["p1", "p2"]
+
+
+def test_effective_field_and_growth_plots():
+    erf = np.zeros((20, 20))
+    erf[8:12, 8:12] = 1 / 16
+    ax = plots.effective_field_plot(erf, (9.5, 9.5), 1.5, (5, 5, 14, 14), title="E").axes[0]
+    rects = [p for p in ax.patches]
+    assert (rects[0].get_x(), rects[0].get_y(), rects[0].get_width()) == (4.5, 4.5, 10)
+    assert (rects[1].get_x(), rects[1].get_width()) == (7.5, 4.0)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["theoretical 10×10", "95% of mass 4×4"]
+    table = pd.DataFrame({"layer": ["a", "b", "g"], "R_y": [3, 5, "-"], "S_y": [1, 2, "-"]})
+    ax = plots.field_growth_plot(table).axes[0]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [3, 5])
