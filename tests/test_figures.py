@@ -132,3 +132,14 @@ def test_effective_field_and_growth_plots():
     table = pd.DataFrame({"layer": ["a", "b", "g"], "R_y": [3, 5, "-"], "S_y": [1, 2, "-"]})
     ax = plots.field_growth_plot(table).axes[0]
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [3, 5])
+
+
+def test_gradient_image_scales_by_a_high_percentile():
+    a = np.zeros((10, 10, 3))
+    a[0, 0, 0] = 100.0  # one outlier
+    a[1:, :, :] = 0.5
+    a[1, 1, 1] = -0.5
+    img = overlay.gradient_image(a)
+    assert img[0, 0, 0] == 255  # clipped
+    assert img[5, 5, 0] == 255 and img[1, 1, 1] == 0  # the bulk uses the full range
+    assert (overlay.gradient_image(np.zeros((2, 2, 3))) == 128).all()

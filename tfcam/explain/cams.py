@@ -140,6 +140,13 @@ def _gradient_cam_fn(
                 targets = tf.where(targets < 0, predicted_classes(logits), targets)
                 scores = gather_scores(source, targets)
             grads = tape.gradient(scores, acts)
+            cut = [n for n, g in zip(layers, grads, strict=True) if g is None]
+            if cut:  # raised while tracing, so once, before any number is computed
+                raise UserError(
+                    f"Layer '{cut[0]}' is not on the path from the input to the prediction "
+                    "(no gradient reaches it); choose a layer inside the network, e.g. "
+                    f"'{explainer.resolve_layers(None)[0]}'"
+                )
             raws = [
                 combine(weighted_activations(method, a, g), eigen_smooth)
                 for a, g in zip(acts, grads, strict=True)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tfcam.data.pipeline import read_images
+from tfcam.errors import UserError
 from tfcam.explain.api import explain, from_run
 from tfcam.explain.engine import Explainer, spatial_layers
 from tfcam.io import atomic_path
@@ -36,7 +37,8 @@ MAX_STAGES = 5
 def stage_layers(model, limit: int = MAX_STAGES) -> list[str]:
     """The last layer at each spatial resolution (the output of each stage), at most ``limit``,
     evenly spread over the network's depth, deepest included."""
-    names = spatial_layers(model)
+    skip = ("InputLayer", "Preprocess", "Rescaling", "Normalization", "ZeroPadding2D", "Cropping2D")
+    names = [n for n in spatial_layers(model) if type(model.get_layer(n)).__name__ not in skip]
     last_by_size: dict[tuple, str] = {}
     order: list[tuple] = []
     for name in names:
@@ -216,6 +218,14 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
         stages = stage_layers(explainer.model)
         sample = preds.iloc[np.linspace(0, len(preds) - 1, min(4, len(preds))).round().astype(int)]
         x = load(list(sample["path"]))
+        usable = []
+        for n in stages:  # a stage the prediction does not depend on is left out
+            try:
+                explain(explainer, x[:1], "gradcam", layers=n)
+                usable.append(n)
+            except UserError:
+                pass
+        stages = usable or [cam_layer]
         e = explain(explainer, x, "gradcam", layers=stages)
         fig = layer_grid(
             [show(i) for i in x],

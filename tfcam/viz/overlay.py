@@ -50,13 +50,20 @@ def overlay(
     return to_uint8(blended)
 
 
-def gradient_image(attribution: np.ndarray) -> np.ndarray:
-    """A signed RGB attribution ``[H, W, 3]`` as a viewable uint8 image (0 → mid-grey)."""
+def gradient_image(attribution: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """A signed RGB attribution ``[H, W, 3]`` as a viewable uint8 image (0 → mid-grey).
+
+    Gradients are heavy-tailed: scaled by their maximum, nearly everything is grey. They are
+    scaled by the ``percentile`` of their magnitude instead, and the few larger values clipped.
+    """
     a = np.asarray(attribution, np.float64)
-    scale = np.abs(a).max()
+    mags = np.abs(a)
+    scale = np.percentile(mags, percentile) if mags.any() else 0.0
+    if scale == 0:
+        scale = mags.max()
     if scale == 0:
         return np.full(a.shape, 128, np.uint8)
-    return to_uint8((a / scale * 0.5 + 0.5) * 255)
+    return to_uint8((np.clip(a / scale, -1, 1) * 0.5 + 0.5) * 255)
 
 
 def panel(
