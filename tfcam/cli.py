@@ -219,25 +219,7 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
     elif not experiment:
         raise UserError("Give --experiment NAME (see 'tfcam experiments') or --resume RUN_DIR")
 
-    cfg = None
-    if not resume_dir:
-        from tfcam.config import load_experiment
-        from tfcam.data.sources import check_data_config
-
-        extra = {}
-        if data_dir is not None:
-            extra["data.data_dir"] = _abs_if_path(data_dir)
-        if weights is not None:
-            extra["model.weights"] = (
-                weights if weights in ("imagenet", "none") else _abs_if_path(weights)
-            )
-        cfg = load_experiment(experiment, overrides, extra=extra)
-        check_data_config(cfg.data)
-        w = cfg.model.weights
-        if w not in ("imagenet", "none") and not Path(w).is_file():
-            raise UserError(
-                f"Weights file not found: '{w}'. Use --weights imagenet, none or an existing file"
-            )
+    cfg = None if resume_dir else _experiment_config(experiment, data_dir, weights, overrides)
 
     _quiet_tensorflow()
     from tfcam.train.fit import fit as run_fit
@@ -249,6 +231,82 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
             f"{split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['n']} images)"
         )
     click.echo(f"Wall time: {result.seconds:.1f} s")
+
+
+def _experiment_config(experiment, data_dir, weights, overrides):
+    """Loads an experiment with the command line's overrides, checked before TensorFlow loads."""
+    from tfcam.config import load_experiment
+    from tfcam.data.sources import check_data_config
+
+    extra = {}
+    if data_dir is not None:
+        extra["data.data_dir"] = _abs_if_path(data_dir)
+    if weights is not None:
+        extra["model.weights"] = (
+            weights if weights in ("imagenet", "none") else _abs_if_path(weights)
+        )
+    cfg = load_experiment(experiment, overrides, extra=extra)
+    check_data_config(cfg.data)
+    w = cfg.model.weights
+    if w not in ("imagenet", "none") and not Path(w).is_file():
+        raise UserError(
+            f"Weights file not found: '{w}'. Use --weights imagenet, none or an existing file"
+        )
+    return cfg
+
+
+@cli.command("lr-find")
+@click.option("-e", "--experiment", required=True, metavar="NAME|PATH.yaml", help="The experiment.")
+@click.option("--data-dir", metavar="DIR", help="Overrides data.data_dir.")
+@click.option("--weights", metavar="imagenet|none|PATH", help="Overrides model.weights.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field."
+)
+@click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
+@click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Batches in the sweep.")
+@click.option(
+    "--out",
+    "out_dir",
+    metavar="DIR",
+    help="Output folder (default runs/lr-find-<experiment>-<time>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir, as_json) -> None:
+    """Learning-rate range test: loss against a geometrically growing rate, and a suggestion.
+
+    \b
+    Examples:
+      tfcam lr-find --experiment shapes
+      tfcam lr-find --experiment folder --data-dir ~/photos --steps 200 --end 0.1
+    """
+    cfg = _experiment_config(experiment, data_dir, weights, overrides)
+    if not 0 < start < end:
+        raise UserError(f"The rate range must satisfy 0 < --start < --end, got {start} … {end}")
+    if steps < 5:
+        raise UserError(f"--steps must be at least 5, got {steps}")
+    from tfcam.runs import default_run_dir
+
+    out = out_dir or default_run_dir(f"lr-find-{cfg.name}")
+    _quiet_tensorflow()
+    from tfcam.train.lr_finder import find_lr
+
+    result = find_lr(cfg, out, start=start, end=end, steps=steps)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "suggestion": result.suggestion,
+                    "steps_run": len(result.table),
+                    "out": str(result.out_dir),
+                }
+            )
+        )
+        return
+    click.echo(f"Suggested learning rate: {result.suggestion:.3g}  ({len(result.table)} batches)")
+    click.echo(
+        f"Curve: {result.out_dir / 'lr_finder.png'}  table: {result.out_dir / 'lr_finder.csv'}"
+    )
 
 
 @cli.command()

@@ -142,7 +142,11 @@ def write_report(run_dir: str | Path) -> Path:
     lr_path = run.path / "lr_finder.csv"
     if lr_path.is_file():
         lr = pd.read_csv(lr_path)
-        parts.append(_figure(save(lr_finder_curve(lr), "lr_finder.png"), "learning-rate finder"))
+        info_path = run.path / "lr_finder.json"
+        suggestion = read_json(info_path).get("suggestion") if info_path.is_file() else None
+        parts.append(
+            _figure(save(lr_finder_curve(lr, suggestion), "lr_finder.png"), "learning-rate finder")
+        )
     if len(history):
         parts += [
             "<details><summary>History table</summary>",
