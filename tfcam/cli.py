@@ -255,6 +255,45 @@ def _experiment_config(experiment, data_dir, weights, overrides):
     return cfg
 
 
+@cli.command("augment-preview")
+@click.option("-e", "--experiment", required=True, metavar="NAME|PATH.yaml", help="The experiment.")
+@click.option("--data-dir", metavar="DIR", help="Overrides data.data_dir.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field, e.g. --set data.augment.grid_distortion=1.",
+)
+@click.option(
+    "--out", "out_path", default="augment_preview.png", show_default=True, metavar="OUT.png"
+)
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--variants", type=click.IntRange(min=1), default=5, show_default=True)
+def augment_preview(experiment, data_dir, overrides, out_path, n_images, variants) -> None:
+    """A grid of training images and augmented copies, as the experiment's data.augment makes them."""
+    cfg = _experiment_config(experiment, data_dir, None, overrides)
+    if not any(p > 0 for p in cfg.data.augment.values()):
+        click.echo(
+            "Note: this experiment has no augmentation; add some with --set data.augment.NAME=P",
+            err=True,
+        )
+    _quiet_tensorflow()
+    from tfcam.data.augment import augmented_samples
+    from tfcam.viz.gallery import image_grid
+    from tfcam.viz.plots import to_png
+
+    names, images, augmented = augmented_samples(cfg, n_images, variants)
+    tiles, titles = [], []
+    for name, img, row in zip(names, images, augmented, strict=True):
+        tiles += [img, *row]
+        titles += [name[:28]] + [f"augmented {j + 1}" for j in range(len(row))]
+    aug = ", ".join(f"{k} {v:g}" for k, v in cfg.data.augment.items() if v > 0) or "none"
+    fig = image_grid(tiles, titles, cols=1 + variants, suptitle=f"{cfg.name}: {aug}")
+    _write_bytes(Path(out_path), to_png(fig))
+    click.echo(f"Wrote {out_path}")
+
+
 @cli.command("lr-find")
 @click.option("-e", "--experiment", required=True, metavar="NAME|PATH.yaml", help="The experiment.")
 @click.option("--data-dir", metavar="DIR", help="Overrides data.data_dir.")

@@ -25,7 +25,18 @@ from tfcam.errors import UserError, choices_message
 from tfcam.paths import experiments_dir
 
 #: Augmentations that the data pipeline knows, mapped to the probability of applying them.
-AUGMENTATIONS = ("hflip", "vflip")
+# The names of tfcam.data.augment.AUGMENTATIONS (kept here so config checks need no TensorFlow).
+AUGMENTATIONS = (
+    "hflip",
+    "vflip",
+    "shift_scale_rotate",
+    "pad_crop",
+    "coarse_dropout",
+    "brightness_contrast",
+    "hue_saturation_value",
+    "grid_distortion",
+    "rotate90",
+)
 
 
 @dataclass(frozen=True)

@@ -134,22 +134,11 @@ def load_image(
 def augment_image(
     image: tf.Tensor, augment: Mapping[str, float], seed: int | None = None
 ) -> tf.Tensor:
-    """Applies each augmentation with its probability (``{"hflip": 0.5}``)."""
-    for name, prob in augment.items():
-        if prob <= 0:
-            continue
-        apply = tf.random.uniform([], seed=seed) < prob
-        if name == "hflip":
-            image = tf.cond(
-                apply, lambda img=image: tf.image.flip_left_right(img), lambda img=image: img
-            )
-        elif name == "vflip":
-            image = tf.cond(
-                apply, lambda img=image: tf.image.flip_up_down(img), lambda img=image: img
-            )
-        else:
-            raise UserError(f"Unknown augmentation '{name}'. Choose from: hflip, vflip")
-    return image
+    """Applies each augmentation with its probability (``{"hflip": 0.5}``); see
+    :mod:`tfcam.data.augment` for the names."""
+    from tfcam.data.augment import apply
+
+    return apply(image, augment)
 
 
 def encode_labels(labels: Sequence[int], num_classes: int, binary: bool) -> np.ndarray:
