@@ -121,6 +121,7 @@ def test_apply_probabilities_and_errors():
 
 def test_every_augmentation_runs_inside_tf_data(tmp_path):
     from conftest import write_image
+
     from tfcam.config import AUGMENTATIONS
     from tfcam.data.pipeline import make_dataset
 
@@ -140,7 +141,7 @@ def test_every_augmentation_runs_inside_tf_data(tmp_path):
         augment={name: 1.0 for name in AUGMENTATIONS},
         seed=0,
     )
-    x, y = next(iter(ds))
+    x, _ = next(iter(ds))
     assert x.shape == (4, 32, 32, 3) and float(tf.reduce_min(x)) >= -1e-3
     assert float(tf.reduce_max(x)) <= 255 + 1e-3
 

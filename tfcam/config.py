@@ -111,6 +111,8 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     restore_best: bool = True
     early_stopping_patience: int = 0
+    #: Phase 1 with a frozen backbone and no augmentation trains the head on cached features.
+    feature_cache: bool = True
     #: Validation images in the per-epoch TensorBoard Grad-CAM panel (0: no panel).
     tensorboard_cams: int = 8
     seed: int = 42

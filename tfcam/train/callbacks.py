@@ -125,6 +125,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.guard = guard
         self.higher_is_better = not monitor.endswith("loss")
+        #: The model to save, when the one being trained is only part of it (the cached head).
+        self.target: keras.Model | None = None
         info = self.info()
         self.best = info.get("value") if info else None
 
@@ -153,7 +155,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best = value
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.model_path) as tmp:
-                self.model.save(tmp)
+                (self.target or self.model).save(tmp)
             write_json(
                 self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value}
             )
@@ -256,6 +258,11 @@ class TensorBoardPanels(keras.callbacks.Callback):
         self._explainer = None
         self._writer = None
         self._forward = None
+        #: The model to draw, when the one being trained is only part of it (the cached head).
+        self.target = None
+        #: ``(features, labels)`` of the validation set when the head trains on cached features:
+        #: the confusion matrix then comes from the head alone, without a pass of the backbone.
+        self.cached = None
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
@@ -280,7 +287,7 @@ class TensorBoardPanels(keras.callbacks.Callback):
         from tfcam.viz.overlay import overlay
 
         if self._explainer is None:
-            self._explainer = Explainer(self.model, class_names=self.class_names)
+            self._explainer = Explainer(self.target or self.model, class_names=self.class_names)
         import warnings
 
         with warnings.catch_warnings():
@@ -296,10 +303,17 @@ class TensorBoardPanels(keras.callbacks.Callback):
         import numpy as np
         import tensorflow as tf
 
-        from tfcam.viz.plots import confusion_matrix_figure, to_png
-
+        if self.cached is not None:
+            features, labels = self.cached
+            probs = np.asarray(self.model(features, training=False))
+            return self._confusion_image(
+                probs,
+                np.asarray(labels).argmax(axis=1)
+                if np.ndim(labels) == 2 and np.shape(labels)[1] > 1
+                else np.asarray(labels).reshape(-1).astype(int),
+            )
         if self._forward is None:
-            model = self.model
+            model = self.target or self.model
 
             @tf.function(reduce_retracing=True)
             def forward(x):
@@ -312,12 +326,20 @@ class TensorBoardPanels(keras.callbacks.Callback):
                 for i in range(0, len(self.sample), 64)
             ]
         )
+        return self._confusion_image(probs, np.asarray(self.labels))
+
+    def _confusion_image(self, probs, labels):
+        import numpy as np
+        import tensorflow as tf
+
+        from tfcam.viz.plots import confusion_matrix_figure, to_png
+
         pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[-1] == 1 else probs.argmax(axis=1)
         n = len(self.class_names)
         cm = np.zeros((n, n), int)
-        np.add.at(cm, (np.asarray(self.labels), pred), 1)
+        np.add.at(cm, (labels, pred), 1)
         png = to_png(
-            confusion_matrix_figure(cm, self.class_names, title=f"{len(self.labels)} val images"),
+            confusion_matrix_figure(cm, self.class_names, title=f"{len(labels)} val images"),
             dpi=60,
         )
         return tf.image.decode_png(png, channels=3)

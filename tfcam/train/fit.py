@@ -32,6 +32,7 @@ from tfcam.io import atomic_path, write_json
 from tfcam.models.build import build_classifier, set_backbone_trainable
 from tfcam.runs import Run, default_run_dir
 from tfcam.train import callbacks as cb
+from tfcam.train import feature_cache as fc
 from tfcam.train.evaluate import evaluate_model_on_split
 
 log = logging.getLogger("tfcam")
@@ -107,6 +108,48 @@ def fit(
         path = build_report(run.path)
         log.info("Report: %s", path)
     return result
+
+
+def _fit_head_on_cached_features(
+    model, cfg, splits, common, val_ds, lr, first, n_epochs, verbose, cbs, best, panels, what
+) -> None:
+    """Phase 1 on cached features: the backbone runs once over the data, then only the head
+    trains; checkpoints and panels see the full model (its head is updated every epoch)."""
+    t0 = time.perf_counter()
+    train_eval = make_dataset(
+        files=splits.files["train"], labels=splits.labels["train"], mode="eval", **common
+    )
+    x_train, y_train = fc.extract(model, train_eval)
+    x_val, y_val = fc.extract(model, val_ds)
+    log.info(
+        "Phase 1: %d epoch(s), %s, learning rate %g; head trained on cached features "
+        "(%d×%d, computed in %.1f s)",
+        n_epochs,
+        what,
+        lr,
+        len(x_train),
+        x_train.shape[-1],
+        time.perf_counter() - t0,
+    )
+    head = fc.head_model(model)
+    _compile(head, cfg, lr)
+    best.target = panels.target = model
+    panels.cached = (x_val, y_val)
+    try:
+        head.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            batch_size=cfg.data.batch_size,
+            initial_epoch=first,
+            epochs=first + n_epochs,
+            verbose=verbose,
+            shuffle=True,
+            callbacks=[fc.CopyHeadToModel(model), *cbs],
+        )
+    finally:
+        best.target = panels.target = panels.cached = None
+    fc.copy_head_weights(head, model)
 
 
 def _tensorboard_panels(cfg: ExperimentConfig, run: Run, splits: Splits) -> cb.TensorBoardPanels:
@@ -370,17 +413,34 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
             model.load_weights(str(end_weights))
             continue
         what = prepare()
-        _compile(model, cfg, lr)
-        log.info("Phase %d: %d epoch(s), %s, learning rate %g", phase, n_epochs, what, lr)
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=first,
-            epochs=first + n_epochs,
-            verbose=verbose,
-            shuffle=False,
-            callbacks=callbacks(phase, lr, first, n_epochs),
-        )
+        if phase == 1 and fc.cacheable(cfg):
+            _fit_head_on_cached_features(
+                model,
+                cfg,
+                splits,
+                common,
+                val_ds,
+                lr,
+                first,
+                n_epochs,
+                verbose,
+                callbacks(phase, lr, first, n_epochs),
+                best,
+                panels,
+                what,
+            )
+        else:
+            _compile(model, cfg, lr)
+            log.info("Phase %d: %d epoch(s), %s, learning rate %g", phase, n_epochs, what, lr)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=first,
+                epochs=first + n_epochs,
+                verbose=verbose,
+                shuffle=False,
+                callbacks=callbacks(phase, lr, first, n_epochs),
+            )
         _check_diverged(guard, best, lr)
         with atomic_path(end_weights) as tmp:
             model.save_weights(str(tmp))
