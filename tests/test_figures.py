@@ -143,3 +143,17 @@ def test_gradient_image_scales_by_a_high_percentile():
     assert img[0, 0, 0] == 255  # clipped
     assert img[5, 5, 0] == 255 and img[1, 1, 1] == 0  # the bulk uses the full range
     assert (overlay.gradient_image(np.zeros((2, 2, 3))) == 128).all()
+
+
+def test_confusion_matrix_image_shades_by_row_share():
+    cm = [[9, 1], [5, 5]]
+    img = plots.confusion_matrix_image(cm, ["ants", "bees"], cell=30)
+    label_w, top = 8 + 7 * 4, 22
+    assert img.shape == (top + 60 + 4, label_w + 60 + 4, 3) and img.dtype == np.uint8
+
+    def corner(i, j):  # a pixel of cell (i, j) away from its text
+        return img[top + i * 30 + 2, label_w + j * 30 + 27].astype(int)
+
+    # Darker for a larger share of its row: 0.9 > 0.5 = 0.5 > 0.1.
+    assert corner(0, 0).sum() < corner(1, 0).sum() < corner(0, 1).sum()
+    np.testing.assert_array_equal(corner(1, 0), corner(1, 1))

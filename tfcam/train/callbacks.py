@@ -228,7 +228,8 @@ class TensorBoardPanels(keras.callbacks.Callback):
     Args:
         log_dir: The run's ``tensorboard/`` folder.
         images: Fixed validation images ``[K, H, W, 3]`` for the CAM panel (K small).
-        sample: Validation images ``[M, H, W, 3]`` and ``labels`` ``[M]`` for the confusion matrix.
+        sample: Validation images ``[M, H, W, 3]`` (or a function that loads them when first
+            needed) and ``labels`` ``[M]`` for the confusion matrix.
         class_names: Label order.
         config_text: The resolved config (YAML).
         hparams: Flat ``{name: value}`` for the HParams plugin.
@@ -320,29 +321,26 @@ class TensorBoardPanels(keras.callbacks.Callback):
                 return model(x, training=False)
 
             self._forward = forward
+        sample = self.sample() if callable(self.sample) else self.sample
+        self.sample = sample  # loaded on first use (a cached-feature run never needs it)
         probs = np.concatenate(
             [
-                np.asarray(self._forward(tf.constant(self.sample[i : i + 64], tf.float32)))
-                for i in range(0, len(self.sample), 64)
+                np.asarray(self._forward(tf.constant(sample[i : i + 64], tf.float32)))
+                for i in range(0, len(sample), 64)
             ]
         )
         return self._confusion_image(probs, np.asarray(self.labels))
 
     def _confusion_image(self, probs, labels):
         import numpy as np
-        import tensorflow as tf
 
-        from tfcam.viz.plots import confusion_matrix_figure, to_png
+        from tfcam.viz.plots import confusion_matrix_image
 
         pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[-1] == 1 else probs.argmax(axis=1)
         n = len(self.class_names)
         cm = np.zeros((n, n), int)
         np.add.at(cm, (labels, pred), 1)
-        png = to_png(
-            confusion_matrix_figure(cm, self.class_names, title=f"{len(labels)} val images"),
-            dpi=60,
-        )
-        return tf.image.decode_png(png, channels=3)
+        return confusion_matrix_image(cm, self.class_names)
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
@@ -350,7 +348,7 @@ class TensorBoardPanels(keras.callbacks.Callback):
         with self._writer.as_default():
             if self.cams and len(self.images):
                 tf.summary.image("gradcam", self._panel(epoch)[None], step=epoch)
-            if len(self.sample):
+            if len(self.labels):
                 tf.summary.image("confusion_matrix", self._confusion()[None], step=epoch)
         self._writer.flush()
 

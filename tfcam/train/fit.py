@@ -174,11 +174,12 @@ def _tensorboard_panels(cfg: ExperimentConfig, run: Run, splits: Splits) -> cb.T
     )
     # Confusion matrix: an evenly spread, capped sample (the full set may be large).
     idx = np.linspace(0, len(files) - 1, min(256, len(files))).round().astype(int) if files else []
-    sample = (
-        read_images([files[i] for i in idx], size, resize).astype("uint8")
-        if len(idx)
-        else np.zeros((0, size, size, 3), "uint8")
-    )
+
+    def sample() -> np.ndarray:
+        if not len(idx):
+            return np.zeros((0, size, size, 3), "uint8")
+        return read_images([files[i] for i in idx], size, resize).astype("uint8")
+
     t, d, m = cfg.train, cfg.data, cfg.model
     hparams = {
         "backbone": m.backbone,

@@ -132,6 +132,46 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
     return fig
 
 
+def confusion_matrix_image(confusion, class_names, cell: int = 36):
+    """A quick raster confusion matrix for per-epoch TensorBoard panels (OpenCV, no matplotlib).
+
+    Cells are shaded by the row-normalised value (white 0 → dark blue 1) and show the count; the
+    true class labels the rows, the predicted class the columns (first letters of each name).
+
+    Returns:
+        uint8 RGB ``[H, W, 3]``.
+    """
+    import cv2
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=float)
+    n = len(class_names)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    label_w = 8 + 7 * min(12, max(len(c) for c in class_names))
+    top = 22
+    img = np.full((top + n * cell + 4, label_w + n * cell + 4, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    light, dark = np.array([247, 251, 255.0]), np.array([8, 48, 107.0])
+    for i in range(n):
+        cv2.putText(
+            img, class_names[i][:12], (4, top + i * cell + cell // 2 + 4), font, 0.35, (0, 0, 0), 1
+        )
+        cv2.putText(
+            img, class_names[i][:4], (label_w + i * cell + 3, top - 8), font, 0.35, (0, 0, 0), 1
+        )
+        for j in range(n):
+            colour = light + (dark - light) * norm[i, j]
+            y0, x0 = top + i * cell, label_w + j * cell
+            cv2.rectangle(
+                img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), tuple(int(c) for c in colour), -1
+            )
+            text = f"{int(cm[i, j])}"
+            ink = (255, 255, 255) if norm[i, j] > 0.5 else (0, 0, 0)
+            cv2.putText(img, text, (x0 + 4, y0 + cell // 2 + 4), font, 0.4, ink, 1)
+    return img
+
+
 def lr_finder_curve(df: pd.DataFrame, suggestion: float | None = None) -> Figure:
     """Loss against learning rate (log scale) from a learning-rate range test.
 
