@@ -302,3 +302,39 @@ def test_resume_after_the_last_phase_keeps_its_weights(tmp_path):
     for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1]
+
+
+def test_gpu_switches_are_wired_and_harmless_on_cpu(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import tensorflow as tf
+
+    from tfcam.train import fit as fit_mod
+
+    cfg = config.load_experiment(
+        "shapes_tiny", ["train.epochs=1", "train.mixed_precision=true", "train.jit_compile=true"]
+    )
+    compiled = {}
+    real_compile = keras.Model.compile
+
+    def spy(self, *a, **k):
+        compiled["jit_compile"] = k.get("jit_compile")
+        return real_compile(self, *a, **k)
+
+    monkeypatch.setattr(keras.Model, "compile", spy)
+    with caplog.at_level(logging.WARNING, logger="tfcam"):
+        result = fit(cfg, tmp_path / "run", verbose=0, report=False)
+    assert compiled["jit_compile"] is True
+    assert not tf.config.list_physical_devices("GPU")
+    assert any("mixed_precision is for GPUs" in r.getMessage() for r in caplog.records)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert np.isfinite(result.metrics["val"]["loss"])
+    # Where a GPU exists the policy is applied (checked through the same function).
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"])
+    try:
+        assert fit_mod.set_precision(cfg) == "mixed_float16"
+        m = build_classifier(backbone="simple_cnn", num_classes=3, image_size=32)
+        assert m.get_layer("predictions").compute_dtype == "float32"
+        assert m.get_layer("block1_conv1").compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -111,6 +111,11 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     restore_best: bool = True
     early_stopping_patience: int = 0
+    #: float16 compute with float32 weights (GPUs with tensor cores); ignored, with a warning,
+    #: when TensorFlow sees no GPU.
+    mixed_precision: bool = False
+    #: Compile training steps with XLA (often faster on GPUs, slower on CPUs).
+    jit_compile: bool = False
     #: Phase 1 with a frozen backbone and no augmentation trains the head on cached features.
     feature_cache: bool = True
     #: Validation images in the per-epoch TensorBoard Grad-CAM panel (0: no panel).

@@ -143,10 +143,13 @@ def build_classifier(
         y = layers.Dense(hidden_units, activation="relu", name=f"{HEAD_PREFIX}dense")(y)
     if dropout:
         y = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(y)
+    # The output stays float32 under a mixed-precision policy (a float16 softmax loses precision).
     if binary:
-        outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(y)
+        outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME, dtype="float32")(y)
     else:
-        outputs = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(y)
+        outputs = layers.Dense(
+            num_classes, activation="softmax", name=OUTPUT_NAME, dtype="float32"
+        )(y)
     return keras.Model(inputs, outputs, name=f"{bb.name}_classifier")
 
 

@@ -305,11 +305,33 @@ def _compile(model: keras.Model, cfg: ExperimentConfig, lr: float) -> None:
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg), loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=_optimizer(cfg.train.optimizer, lr, cfg),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=bool(cfg.train.jit_compile),
+    )
+
+
+def set_precision(cfg: ExperimentConfig) -> str:
+    """Applies ``train.mixed_precision`` as Keras's global dtype policy; returns the policy name.
+
+    On a machine without a GPU, float16 compute only slows things down, so the switch is ignored
+    there with a warning (the run stays float32 and its numbers stay comparable).
+    """
+    import tensorflow as tf
+
+    want = "mixed_float16" if cfg.train.mixed_precision else "float32"
+    if want == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        log.warning("train.mixed_precision is for GPUs; no GPU here, training in float32")
+        want = "float32"
+    keras.mixed_precision.set_global_policy(want)
+    return want
 
 
 def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
     keras.utils.set_random_seed(cfg.train.seed)
+    set_precision(cfg)
     splits = prepare_data(cfg, run)
     d, m, t = cfg.data, cfg.model, cfg.train
     n_classes = len(splits.class_names)
