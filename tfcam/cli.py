@@ -233,6 +233,19 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
     click.echo(f"Wall time: {result.seconds:.1f} s")
 
 
+def _run_and_inputs(paths, model_path) -> tuple[str | None, list[str]]:
+    """``[RUN_DIR] INPUT...``: the run (checked) and the inputs; with --model, all are inputs."""
+    paths = list(paths)
+    if model_path is not None:
+        return None, paths
+    if not paths:
+        raise UserError("Give a run directory (or --model PATH.keras) and images")
+    from tfcam.runs import Run
+
+    Run(paths[0]).require_model()
+    return paths[0], paths[1:]
+
+
 def _experiment_config(experiment, data_dir, weights, overrides):
     """Loads an experiment with the command line's overrides, checked before TensorFlow loads."""
     from tfcam.config import load_experiment
@@ -503,16 +516,7 @@ def explain(
         click.echo("\n".join(f"{m:<{width}}  {DESCRIPTIONS[m]}" for m in METHODS))
         return
     chosen = parse_methods(methods)
-    paths = list(paths)
-    if model_path is None:
-        if not paths:
-            raise UserError("Give a run directory (or --model PATH.keras) and images to explain")
-        from tfcam.runs import Run
-
-        Run(paths[0]).require_model()
-        run_dir, inputs = paths[0], paths[1:]
-    else:
-        run_dir, inputs = None, paths
+    run_dir, inputs = _run_and_inputs(paths, model_path)
     if not inputs and not list_layers:
         raise UserError("Give at least one image or folder to explain")
     if inputs:
@@ -594,16 +598,7 @@ def features(paths, model_path, layers, count, order, out_dir, as_json) -> None:
       tfcam features runs/shapes-… photo.png --layer block1_relu --order most_active
       tfcam features --model vgg19.keras cat.jpg --layer block1_conv2 --count 64
     """
-    paths = list(paths)
-    if model_path is None:
-        if not paths:
-            raise UserError("Give a run directory (or --model PATH.keras) and images")
-        from tfcam.runs import Run
-
-        Run(paths[0]).require_model()
-        run_dir, inputs = paths[0], paths[1:]
-    else:
-        run_dir, inputs = None, paths
+    run_dir, inputs = _run_and_inputs(paths, model_path)
     if not inputs:
         raise UserError("Give at least one image or folder")
     from tfcam.explain.inputs import list_inputs

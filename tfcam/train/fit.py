@@ -313,6 +313,22 @@ def _compile(model: keras.Model, cfg: ExperimentConfig, lr: float) -> None:
     )
 
 
+def build_model(cfg: ExperimentConfig, n_classes: int) -> keras.Model:
+    """The experiment's classifier (``model.*`` and ``data.image_size``)."""
+    m = cfg.model
+    return build_classifier(
+        backbone=m.backbone,
+        num_classes=n_classes,
+        image_size=cfg.data.image_size,
+        weights=m.weights,
+        options=m.options,
+        head=m.head,
+        hidden_units=m.hidden_units,
+        dropout=m.dropout,
+        binary=m.binary,
+    )
+
+
 def set_precision(cfg: ExperimentConfig) -> str:
     """Applies ``train.mixed_precision`` as Keras's global dtype policy; returns the policy name.
 
@@ -355,17 +371,7 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
         files=splits.files["val"], labels=splits.labels["val"], mode="eval", **common
     )
 
-    model = build_classifier(
-        backbone=m.backbone,
-        num_classes=n_classes,
-        image_size=d.image_size,
-        weights=m.weights,
-        options=m.options,
-        head=m.head,
-        hidden_units=m.hidden_units,
-        dropout=m.dropout,
-        binary=m.binary,
-    )
+    model = build_model(cfg, n_classes)
     log.info(
         "Model: %s (%s), %d classes, %s parameters",
         m.backbone,

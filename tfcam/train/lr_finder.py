@@ -98,8 +98,8 @@ def find_lr(
         UserError: Bad range or step count, or the experiment's data problems.
     """
     from tfcam.data.pipeline import make_dataset
-    from tfcam.models.build import build_classifier, set_backbone_trainable
-    from tfcam.train.fit import _compile, prepare_data
+    from tfcam.models.build import set_backbone_trainable
+    from tfcam.train.fit import _compile, build_model, prepare_data
     from tfcam.viz.plots import lr_finder_curve, to_png
 
     if not 0 < start < end:
@@ -125,17 +125,7 @@ def find_lr(
         binary=m.binary,
         cache=d.cache,
     ).repeat()
-    model = build_classifier(
-        backbone=m.backbone,
-        num_classes=len(splits.class_names),
-        image_size=d.image_size,
-        weights=m.weights,
-        options=m.options,
-        head=m.head,
-        hidden_units=m.hidden_units,
-        dropout=m.dropout,
-        binary=m.binary,
-    )
+    model = build_model(cfg, len(splits.class_names))
     if cfg.train.freeze_backbone:
         set_backbone_trainable(model, False)
     _compile(model, cfg, start)
