@@ -259,7 +259,7 @@ def _experiment_config(experiment, data_dir, weights, overrides):
             weights if weights in ("imagenet", "none") else _abs_if_path(weights)
         )
     cfg = load_experiment(experiment, overrides, extra=extra)
-    check_data_config(cfg.data)
+    check_data_config(cfg.data, cfg.name)
     w = cfg.model.weights
     if w not in ("imagenet", "none") and not Path(w).is_file():
         raise UserError(

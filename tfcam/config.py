@@ -56,10 +56,25 @@ class ShapesConfig:
 class DataConfig:
     """Where images come from and how they become tensors."""
 
-    source: Literal["shapes", "folder"] = "folder"
+    source: Literal["shapes", "folder", "cifar10"] = "folder"
     data_dir: str | None = None
+    #: Archive to download (once, into the cache) when no ``data_dir`` is given.
+    url: str | None = None
+    #: ``md5:<hex>`` or ``sha256:<hex>`` the downloaded archive must have.
+    checksum: str | None = None
+    #: Name of the dataset's folder inside the archive or ``data_dir`` (searched a few levels down).
+    root_name: str | None = None
+    #: Use only these class folders (all when empty).
+    classes: tuple[str, ...] = ()
+    #: Readable names for class folders (``{n02093754: Australian terrier}``).
+    class_labels: dict[str, str] = field(default_factory=dict)
+    #: What ``data_dir`` must hold, for the message when the data is missing.
+    layout: str = ""
+    #: Side of the model input; with ``resize: native``, the cap on an image's longer side.
     image_size: int = 224
-    resize: Literal["stretch", "pad", "crop"] = "stretch"
+    #: ``native`` keeps each image's own size and aspect (scaled down to fit ``image_size``);
+    #: batches are padded to their largest image and the padding is masked out of pooling.
+    resize: Literal["stretch", "pad", "crop", "native"] = "stretch"
     batch_size: int = 32
     val_fraction: float = 0.2
     test_fraction: float = 0.0
@@ -76,7 +91,11 @@ class ModelConfig:
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
     options: dict[str, Any] = field(default_factory=dict)
-    head: Literal["gap", "flatten"] = "gap"
+    #: ``gap`` global average pooling; ``avgmax`` average and max pooling side by side;
+    #: ``spp`` spatial pyramid pooling over ``spp_levels`` (any input size, padding masked);
+    #: ``flatten``.
+    head: Literal["gap", "avgmax", "spp", "flatten"] = "gap"
+    spp_levels: tuple[int, ...] = (4, 2, 1)
     hidden_units: int = 0
     dropout: float = 0.2
     binary: bool = False
@@ -118,6 +137,8 @@ class TrainConfig:
     jit_compile: bool = False
     #: Phase 1 with a frozen backbone and no augmentation trains the head on cached features.
     feature_cache: bool = True
+    #: Splits evaluated at the end (metrics.json, the report's accuracy table).
+    evaluate_splits: tuple[str, ...] = ("val", "test")
     #: Validation images in the per-epoch TensorBoard Grad-CAM panel (0: no panel).
     tensorboard_cams: int = 8
     seed: int = 42
@@ -284,6 +305,19 @@ def validate(cfg: ExperimentConfig) -> None:
 
     need(d.image_size >= 8, "data.image_size", d.image_size, "must be at least 8")
     need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be at least 1")
+    if d.url is not None:
+        need(
+            d.url.split("://")[0] in ("http", "https", "file"),
+            "data.url",
+            d.url,
+            "an http://, https:// or file:// address",
+        )
+    if d.checksum:
+        from tfcam.data.download import parse_checksum
+
+        parse_checksum(d.checksum)
+    need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "no repeats")
+    need(not d.classes or len(d.classes) >= 2, "data.classes", list(d.classes), "at least two")
     need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "must be in [0, 1)")
     need(0.0 <= d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "must be in [0, 1)")
     need(
@@ -327,10 +361,26 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     need(
+        all(n >= 1 for n in m.spp_levels) and len(m.spp_levels) >= 1,
+        "model.spp_levels",
+        list(m.spp_levels),
+        "one or more grid sizes, each at least 1",
+    )
+    need(
+        m.head != "flatten" or d.resize != "native",
+        "model.head",
+        m.head,
+        "flatten needs a fixed input size; with data.resize=native use spp, gap or avgmax",
+    )
+    need(
         m.hidden_units >= 0, "model.hidden_units", m.hidden_units, "0 for none, or a positive size"
     )
 
     need(t.epochs >= 0, "train.epochs", t.epochs, "must be at least 0")
+    for split in t.evaluate_splits:
+        need(
+            split in ("train", "val", "test"), "train.evaluate_splits", split, "train, val or test"
+        )
     need(
         t.epochs + t.fine_tune.epochs >= 1,
         "train.epochs",

@@ -22,7 +22,13 @@ import tensorflow as tf
 from tfcam.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-RESIZE_MODES = ("stretch", "pad", "crop")
+RESIZE_MODES = ("stretch", "pad", "crop", "native")
+#: Value of the padding around images of ``native`` size in a batch (real pixels are 0–255);
+#: the model's masked pooling recognises it. Same value as ``tfcam.models.layers.PAD_VALUE``.
+PAD_VALUE = -1.0
+#: In ``native`` mode, training batches are formed from runs of this many batches' worth of
+#: shuffled images, sorted by shape, so that images in a batch have similar sizes (little padding).
+SHAPE_POOL_BATCHES = 16
 #: Formats TensorFlow decodes, by the names Pillow gives them.
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 #: Non-JPEG images above this many pixels are skipped: they cannot be decoded at reduced scale.
@@ -99,12 +105,25 @@ def resize_image(
 
     Args:
         image: ``[h, w, 3]`` of any numeric type, 0–255.
-        image_size: Target ``(height, width)`` or one side.
-        mode: ``stretch`` (ignore the aspect ratio), ``pad`` (fit inside, black borders) or
-            ``crop`` (cover, then cut the centre).
+        image_size: Target ``(height, width)`` or one side; in ``native`` mode, the cap on the
+            longer side.
+        mode: ``stretch`` (ignore the aspect ratio), ``pad`` (fit inside, black borders),
+            ``crop`` (cover, then cut the centre) or ``native`` (keep the size and aspect ratio,
+            only scaling down an image whose longer side exceeds the cap; the result has the
+            image's own size).
     """
     h_t, w_t = _as_hw(image_size)
     image = tf.cast(image, tf.float32)
+    if mode == "native":
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = tf.minimum(1.0, float(max(h_t, w_t)) / tf.reduce_max(hw))
+        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
+        out = tf.cond(
+            scale < 1.0,
+            lambda: tf.image.resize(image, new_hw, method="bilinear", antialias=True),
+            lambda: image,
+        )
+        return tf.clip_by_value(tf.ensure_shape(out, [None, None, 3]), 0.0, 255.0)
     if mode == "stretch":
         out = tf.image.resize(image, [h_t, w_t], method="bilinear", antialias=True)
     elif mode == "pad":
@@ -127,8 +146,69 @@ def load_image(
     path: tf.Tensor, image_size: int | Sequence[int], resize: str = "stretch"
 ) -> tf.Tensor:
     """Reads, decodes and resizes one file: float32 ``[H, W, 3]`` in [0, 255]."""
+    # In native mode image_size is the cap on the longer side; decoding keeps the shorter side at
+    # least that large, so the reduced JPEG is never smaller than what the cap allows.
     img, _ = decode_image(tf.io.read_file(path), image_size)
     return resize_image(img, image_size, resize)
+
+
+def letterbox(image: tf.Tensor, image_size: int | Sequence[int]) -> tf.Tensor:
+    """Pads an image of native size at the bottom and right with ``PAD_VALUE`` to ``image_size``
+    (how a batch pads it), so native-size images can be stacked for prediction and explanation."""
+    h_t, w_t = _as_hw(image_size)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    out = tf.pad(image, [[0, h_t - h], [0, w_t - w], [0, 0]], constant_values=PAD_VALUE)
+    return tf.ensure_shape(out, [h_t, w_t, 3])
+
+
+def stored_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` from the file's header (no decoding); ``(1, 1)`` when unreadable."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+        return h, w
+    except Exception:
+        return 1, 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def plan_native_batches(
+    sizes: Sequence[tuple[int, int]], batch_size: int, rng: np.random.Generator, cap: int
+) -> list[np.ndarray]:
+    """One epoch's batches of indices for images of varying sizes.
+
+    The images are shuffled, then taken in pools of ``SHAPE_POOL_BATCHES`` batches; each pool is
+    sorted by aspect ratio and then size (after the cap on the longer side) and cut into batches,
+    so that the images in a batch have similar shapes and little padding. The batches are then
+    shuffled. Every batch has ``batch_size`` images except possibly the last; a last batch of one
+    image is left out of the epoch (a different random image each epoch), so no step runs on a
+    single image.
+    """
+    n = len(sizes)
+    order = rng.permutation(n)
+    hw = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    scale = np.minimum(1.0, cap / np.maximum(hw.max(axis=1), 1))
+    capped = np.maximum(np.round(hw * scale[:, None]), 1)
+    aspect = np.round(np.log2(capped[:, 0] / capped[:, 1]) * 4)  # quarter-octave bins
+    area = capped[:, 0] * capped[:, 1]
+    batches = []
+    pool = batch_size * SHAPE_POOL_BATCHES
+    for start in range(0, n, pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.lexsort((area[chunk], aspect[chunk]))]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    full = [b for b in batches if len(b) == batch_size]
+    rest = np.concatenate([b for b in batches if len(b) < batch_size] or [np.zeros(0, int)])
+    tail = [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
+    out = full + [t for t in tail if len(t) >= 2 or (batch_size == 1 and len(t) == 1)]
+    if n == 1 and not out:
+        out = [order]
+    rng.shuffle(out)
+    return out
 
 
 def augment_image(
@@ -190,6 +270,18 @@ def make_dataset(
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
     files = [os.fspath(f) for f in files]
     train = mode == "train"
+    if resize == "native":
+        return _native_dataset(
+            files=files,
+            labels=labels,
+            train=train,
+            cap=max(_as_hw(image_size)),
+            batch_size=batch_size,
+            num_classes=num_classes,
+            augment=augment,
+            binary=binary,
+            seed=seed,
+        )
     if labels is None:
         ds = tf.data.Dataset.from_tensor_slices(files)
     else:
@@ -218,6 +310,57 @@ def make_dataset(
 
         ds = ds.map(do_augment, num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _native_dataset(
+    *, files, labels, train, cap, batch_size, num_classes, augment, binary, seed
+) -> tf.data.Dataset:
+    """Images at their own size (scaled down to the cap), batches padded with ``PAD_VALUE``.
+
+    Training batches group images of similar shape (:func:`plan_native_batches`, re-planned each
+    epoch); evaluation keeps the order of ``files``.
+    """
+    if labels is not None:
+        if num_classes is None:
+            raise ValueError("num_classes is required with labels")
+        targets = encode_labels(labels, num_classes, binary)
+    else:
+        targets = None
+
+    if train:
+        sizes = [stored_size(f) for f in files]
+        rng = np.random.default_rng(seed)
+        files_arr = np.asarray(files, dtype=object)
+
+        def order():
+            for b in plan_native_batches(sizes, batch_size, rng, cap):
+                for i in b:
+                    yield (files_arr[i], targets[i]) if targets is not None else files_arr[i]
+
+        spec = tf.TensorSpec([], tf.string)
+        sig = (spec, tf.TensorSpec([targets.shape[1]], tf.float32)) if targets is not None else spec
+        n_out = len(files) - (
+            1 if batch_size > 1 and len(files) % batch_size == 1 and len(files) > 1 else 0
+        )
+        ds = tf.data.Dataset.from_generator(order, output_signature=sig)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n_out))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((files, targets) if targets is not None else files)
+
+    def load(path, *rest):
+        img = load_image(path, cap, "native")
+        if train and augment:
+            img = augment_image(img, augment)
+        return (img, *rest) if rest else img
+
+    # deterministic: batches are cut from the planned order, so the element order must hold.
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    pad = (
+        (tf.constant(PAD_VALUE), tf.constant(0.0))
+        if targets is not None
+        else tf.constant(PAD_VALUE)
+    )
+    return ds.padded_batch(batch_size, padding_values=pad).prefetch(AUTOTUNE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +499,10 @@ def read_images(
         if reason:
             raise UserError(f"Cannot use image '{p}': {reason}")
         try:
-            out.append(load_image(tf.constant(p), image_size, resize).numpy())
+            img = load_image(tf.constant(p), image_size, resize)
+            if resize == "native":
+                img = letterbox(img, image_size)
+            out.append(img.numpy())
         except tf.errors.OpError:
             raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
     h, w = _as_hw(image_size)

@@ -101,22 +101,53 @@ def read_splits_csv(path: Path, class_names: list[str]) -> Splits:
     return Splits.from_rows(rows, class_names)
 
 
-def check_data_config(cfg: DataConfig) -> None:
+def check_data_config(cfg: DataConfig, experiment: str | None = None) -> None:
     """Cheap checks of the data section before anything is written or TensorFlow is loaded.
 
     Raises:
-        UserError: The folder source has no ``--data-dir``, or the folder does not exist.
+        UserError: A source that needs a folder has neither ``--data-dir`` nor a download
+            address, or the folder does not exist.
     """
-    if cfg.source == "folder":
-        if not cfg.data_dir:
-            raise UserError(
-                "The 'folder' source needs --data-dir DIR (class-named subfolders of images, "
-                "optionally inside train/, val/ and test/)"
-            )
+    if cfg.source == "shapes":
+        return
+    if cfg.data_dir:
         if not Path(cfg.data_dir).expanduser().is_dir():
-            raise UserError(
-                f"Data folder not found: '{cfg.data_dir}'. Expected class-named subfolders of images"
-            )
+            what = cfg.layout or "class-named subfolders of images"
+            raise UserError(f"Data folder not found: '{cfg.data_dir}'. Expected {what}")
+        return
+    if cfg.url:
+        return
+    what = (
+        cfg.layout or "class-named subfolders of images, optionally inside train/, val/ and test/"
+    )
+    if experiment and experiment != "folder":
+        raise UserError(
+            f"The '{experiment}' experiment has no public download: give --data-dir DIR ({what}), "
+            "or --set data.url=URL of an archive with that layout"
+        )
+    raise UserError(f"The '{cfg.source}' source needs --data-dir DIR ({what})")
+
+
+def dataset_root(cfg: DataConfig, *, progress=None) -> Path:
+    """The dataset's folder: ``data_dir``, or the unpacked download of ``url``; then the folder
+    named ``root_name`` inside it, when the experiment names one."""
+    from tfcam.data.download import fetch_archive, find_root
+
+    if cfg.data_dir:
+        base = Path(cfg.data_dir).expanduser()
+    elif cfg.source == "cifar10" and _keras_cifar() is not None:
+        base = _keras_cifar()  # what keras.datasets.cifar10 already downloaded
+    else:
+        check_data_config(cfg)
+        name = Path(cfg.url.split("?")[0]).name.split(".")[0] or cfg.source
+        base = fetch_archive(cfg.url, name=name, checksum=cfg.checksum, progress=progress)
+    return find_root(base, cfg.root_name)
+
+
+def _keras_cifar() -> Path | None:
+    from tfcam.data.cifar import keras_cached_batches
+
+    return keras_cached_batches()
 
 
 def load_splits(cfg: DataConfig, *, progress=None) -> Splits:
@@ -124,25 +155,41 @@ def load_splits(cfg: DataConfig, *, progress=None) -> Splits:
 
     Args:
         cfg: The data section of the experiment.
-        progress: Optional callable taking a message, for long steps (dataset generation).
+        progress: Optional callable taking a message, for long steps (dataset generation,
+            download, conversion).
 
     Returns:
-        The splits, before any file is opened.
+        The splits, before any file is opened. Class names are the folder names, or their
+        readable names from ``data.class_labels``.
 
     Raises:
-        UserError: Missing or empty data folder, inconsistent class folders.
+        UserError: Missing or empty data folder, inconsistent class folders, failed download.
     """
     if cfg.source == "shapes":
         return shapes_splits(cfg, progress=progress)
-    if cfg.source == "folder":
-        check_data_config(cfg)
-        return folder_splits(
-            Path(cfg.data_dir),
-            val_fraction=cfg.val_fraction,
-            test_fraction=cfg.test_fraction,
-            seed=cfg.split_seed,
-        )
-    raise UserError(f"Unknown data source '{cfg.source}'. Choose from: shapes, folder")
+    if cfg.source not in ("folder", "cifar10"):
+        raise UserError(f"Unknown data source '{cfg.source}'. Choose from: shapes, folder, cifar10")
+    root = dataset_root(cfg, progress=progress)
+    class_order = list(cfg.classes) or None
+    if cfg.source == "cifar10":
+        from tfcam.data.cifar import cifar10_folder
+
+        root, class_order = cifar10_folder(root, progress=progress)
+    splits = folder_splits(
+        root,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.split_seed,
+        class_order=class_order,
+        only=bool(cfg.classes),
+    )
+    if cfg.class_labels:
+        splits.class_names = [cfg.class_labels.get(c, c) for c in splits.class_names]
+        if len(set(splits.class_names)) != len(splits.class_names):
+            raise UserError(
+                f"data.class_labels gives two classes the same name: {splits.class_names}"
+            )
+    return splits
 
 
 def shapes_splits(cfg: DataConfig, *, progress=None) -> Splits:
@@ -207,6 +254,7 @@ def folder_splits(
     test_fraction: float,
     seed: int,
     class_order: Sequence[str] | None = None,
+    only: bool = False,
 ) -> Splits:
     """Class-named subfolders, with ``train/``, ``val/``, ``test/`` used when present.
 
@@ -221,6 +269,7 @@ def folder_splits(
         test_fraction: Share held out for testing, when splitting and no ``test/`` exists.
         seed: Seed of the split.
         class_order: Label order; defaults to sorted folder names.
+        only: Use only the folders in ``class_order`` and ignore the others.
 
     Raises:
         UserError: The folder is missing, has no class folders, or classes have no files.
@@ -242,6 +291,11 @@ def folder_splits(
         per_split = {"train": _class_folders(root)}
         how = "class folders without split folders"
 
+    if only and class_order is not None:
+        per_split = {
+            split: {c: f for c, f in classes.items() if c in class_order}
+            for split, classes in per_split.items()
+        }
     train_classes = [c for c, files in per_split["train"].items() if files]
     if not train_classes:
         where = split_dirs.get("train", root)

@@ -167,7 +167,11 @@ def explain_files(
     files = list_inputs(inputs)
     out_dir = Path(out_dir) if out_dir is not None else source.default_out
     explainer = Explainer(
-        source.model, class_names=source.class_names, score=score, batch_size=batch_size
+        source.model,
+        class_names=source.class_names,
+        score=score,
+        batch_size=batch_size,
+        input_size=source.image_size,
     )
     layer_names = explainer.resolve_layers(list(layers) if layers else None)
     if target is not None:
@@ -297,7 +301,9 @@ def write_feature_maps(
         )
     files = list_inputs(inputs)
     out_dir = Path(out_dir) if out_dir is not None else source.default_out
-    explainer = Explainer(source.model, class_names=source.class_names)
+    explainer = Explainer(
+        source.model, class_names=source.class_names, input_size=source.image_size
+    )
     if not layers:
         from tfcam.explain.engine import spatial_layers
 

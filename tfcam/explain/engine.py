@@ -311,6 +311,8 @@ class Explainer:
         batch_size: Images per compiled call; bigger inputs are split.
         align_corners: Upsample maps with corner alignment (tf-keras-vis's convention) instead
             of half-pixel centres.
+        input_size: ``(H, W)`` of the images, needed only for a model that takes any size
+            (tfcam's native-size models, fed letterboxed images of that size).
     """
 
     def __init__(
@@ -321,6 +323,7 @@ class Explainer:
         score: str = "logit",
         batch_size: int = 32,
         align_corners: bool = False,
+        input_size: tuple[int, int] | None = None,
     ):
         if score not in ("logit", "probability"):
             raise UserError(f"Unknown score '{score}'. Choose from: logit, probability")
@@ -336,6 +339,8 @@ class Explainer:
         self.batch_size = batch_size
         self.align_corners = align_corners
         shape = model.inputs[0].shape
+        if len(shape) == 4 and (shape[1] is None or shape[2] is None) and input_size:
+            shape = (shape[0], int(input_size[0]), int(input_size[1]), shape[3])
         if len(shape) != 4 or shape[1] is None or shape[2] is None:
             raise UserError(
                 f"Model '{model.name}' must take fixed-size images [N, H, W, C]; its input is {tuple(shape)}"

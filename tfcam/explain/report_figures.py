@@ -34,15 +34,30 @@ MAX_CLASS_CAMS = 8
 MAX_STAGES = 5
 
 
-def stage_layers(model, limit: int = MAX_STAGES) -> list[str]:
+def _spatial_shapes(model, names: list[str], input_size) -> dict[str, tuple]:
+    """``{layer: (h, w)}`` of the outputs, static where known, else from one pass over zeros."""
+    shapes = {n: tuple(model.get_layer(n).output.shape[1:3]) for n in names}
+    if all(None not in s for s in shapes.values()) or input_size is None:
+        return shapes
+    import keras
+
+    probe = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
+    outs = probe(np.zeros((1, *input_size, 3), "float32"), training=False)
+    return {n: tuple(int(d) for d in o.shape[1:3]) for n, o in zip(names, outs, strict=True)}
+
+
+def stage_layers(model, limit: int = MAX_STAGES, input_size=None) -> list[str]:
     """The last layer at each spatial resolution (the output of each stage), at most ``limit``,
-    evenly spread over the network's depth, deepest included."""
+    evenly spread over the network's depth, deepest included. A model that takes any size is
+    measured at ``input_size``."""
     skip = ("InputLayer", "Preprocess", "Rescaling", "Normalization", "ZeroPadding2D", "Cropping2D")
     names = [n for n in spatial_layers(model) if type(model.get_layer(n)).__name__ not in skip]
+    names = [n for n in names if type(model.get_layer(n)).__name__ != "FillPadding"]
+    shapes = _spatial_shapes(model, names, input_size)
     last_by_size: dict[tuple, str] = {}
     order: list[tuple] = []
     for name in names:
-        shape = tuple(model.get_layer(name).output.shape[1:3])
+        shape = shapes[name]
         if shape not in last_by_size:
             order.append(shape)
         last_by_size[shape] = name
@@ -95,7 +110,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
     fig_dir = report_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     names = source.class_names
-    explainer = Explainer(source.model, class_names=names)
+    explainer = Explainer(source.model, class_names=names, input_size=source.image_size)
     cam_layer = explainer.resolve_layers(None)[0]
     sections: list[dict] = []
 
@@ -215,7 +230,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
 
         # Stages ----------------------------------------------------------------------------
         step("per-layer CAMs")
-        stages = stage_layers(explainer.model)
+        stages = stage_layers(explainer.model, input_size=explainer.input_size)
         sample = preds.iloc[np.linspace(0, len(preds) - 1, min(4, len(preds))).round().astype(int)]
         x = load(list(sample["path"]))
         usable = []
@@ -287,7 +302,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
 
         # Receptive field ----------------------------------------------------------------------
         step("receptive field")
-        fields = receptive_fields(explainer.model)
+        fields = receptive_fields(explainer.model, input_size=explainer.input_size)
         rf_layer = (
             next(
                 (

@@ -26,7 +26,7 @@ import keras
 from keras import layers
 
 from tfcam.errors import UserError, choices_message
-from tfcam.models.layers import Preprocess
+from tfcam.models.layers import FillPadding, GlobalPool, Preprocess, SpatialPyramidPooling
 from tfcam.models.registry import Backbone, get_backbone
 
 HEAD_PREFIX = "head_"
@@ -66,6 +66,8 @@ def build_classifier(
     hidden_units: int = 0,
     dropout: float = 0.0,
     binary: bool = False,
+    spp_levels: Sequence[int] = (4, 2, 1),
+    variable_size: bool = False,
 ) -> keras.Model:
     """Builds a classifier: input → preprocessing → backbone layers → head → ``predictions``.
 
@@ -76,10 +78,17 @@ def build_classifier(
         weights: ``"imagenet"``, ``None``/``"none"`` (random) or a path to a weights file of the
             backbone without its top (``.weights.h5`` or legacy ``.h5``).
         options: Backbone options (e.g. ``{"alpha": 0.35}``), checked against the registry.
-        head: ``"gap"`` (global average pooling) or ``"flatten"``.
+        head: ``"gap"`` (global average pooling), ``"avgmax"`` (average and max pooling,
+            concatenated), ``"spp"`` (spatial pyramid pooling over ``spp_levels``) or
+            ``"flatten"``.
         hidden_units: Size of a hidden dense layer (ReLU) in the head; 0 for none.
         dropout: Dropout rate before the output layer.
         binary: One sigmoid unit instead of a softmax (needs ``num_classes == 2``).
+        spp_levels: Grid sizes of the ``spp`` head.
+        variable_size: Take images of any size (``[N, None, None, 3]``, ``image_size`` is then
+            only checked against the backbone's minimum): batches of native-size images padded
+            with ``PAD_VALUE``, which a ``fill_padding`` layer turns grey before the backbone and
+            the pooling head leaves out.
 
     Returns:
         An uncompiled functional ``keras.Model`` taking float images ``[N, H, W, 3]`` in [0, 255].
@@ -100,8 +109,11 @@ def build_classifier(
         )
     weights_arg = _weights_arg(weights, bb)
 
-    inputs = keras.Input((h, w, 3), name="image")
-    x = Preprocess(bb.preprocess, name="preprocess")(inputs)
+    inputs = keras.Input((None, None, 3) if variable_size else (h, w, 3), name="image")
+    x = inputs
+    if variable_size:
+        x = FillPadding(name="fill_padding")(x)
+    x = Preprocess(bb.preprocess, name="preprocess")(x)
     ctor = _resolve(bb.constructor)
     if bb.applications:
         from_file = weights_arg not in (None, "imagenet")
@@ -133,12 +145,20 @@ def build_classifier(
         if weights_arg is not None:
             _load_backbone_weights(inputs, features, weights_arg, bb)
 
-    if head == "gap":
+    pooled_in = [features, inputs] if variable_size else features
+    if head == "gap" and not variable_size:
         y = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
+    elif head in ("gap", "avgmax"):
+        mode = "avg" if head == "gap" else "avgmax"
+        y = GlobalPool(mode, name=f"{HEAD_PREFIX}pool")(pooled_in)
+    elif head == "spp":
+        y = SpatialPyramidPooling(spp_levels, name=f"{HEAD_PREFIX}pool")(pooled_in)
+    elif head == "flatten" and variable_size:
+        raise UserError("head 'flatten' needs a fixed input size; use spp, gap or avgmax")
     elif head == "flatten":
         y = layers.Flatten(name=f"{HEAD_PREFIX}flatten")(features)
     else:
-        raise UserError(f"Unknown head '{head}'. Choose from: gap, flatten")
+        raise UserError(f"Unknown head '{head}'. Choose from: gap, avgmax, spp, flatten")
     if hidden_units:
         y = layers.Dense(hidden_units, activation="relu", name=f"{HEAD_PREFIX}dense")(y)
     if dropout:
@@ -170,7 +190,7 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
         layer
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
-        and layer.name != "preprocess"
+        and layer.name not in ("preprocess", "fill_padding")
         and layer.name != OUTPUT_NAME
         and not layer.name.startswith(HEAD_PREFIX)
     ]

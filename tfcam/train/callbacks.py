@@ -288,7 +288,11 @@ class TensorBoardPanels(keras.callbacks.Callback):
         from tfcam.viz.overlay import overlay
 
         if self._explainer is None:
-            self._explainer = Explainer(self.target or self.model, class_names=self.class_names)
+            self._explainer = Explainer(
+                self.target or self.model,
+                class_names=self.class_names,
+                input_size=tuple(self.images.shape[1:3]),
+            )
         import warnings
 
         with warnings.catch_warnings():

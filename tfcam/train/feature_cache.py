@@ -27,6 +27,7 @@ def cacheable(cfg: ExperimentConfig) -> bool:
         and t.freeze_backbone
         and t.epochs > 0
         and not any(p > 0 for p in cfg.data.augment.values())
+        and cfg.data.resize != "native"  # features of varying size: nothing fixed to cache
     )
 
 

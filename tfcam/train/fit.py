@@ -84,7 +84,7 @@ def fit(
     else:
         if cfg is None:
             raise ValueError("fit() needs a config unless resume=True")
-        check_data_config(cfg.data)
+        check_data_config(cfg.data, cfg.name)
         run = Run(run_dir if run_dir is not None else default_run_dir(cfg.name))
         run.create()
         run.write_config(cfg)
@@ -326,6 +326,8 @@ def build_model(cfg: ExperimentConfig, n_classes: int) -> keras.Model:
         hidden_units=m.hidden_units,
         dropout=m.dropout,
         binary=m.binary,
+        spp_levels=m.spp_levels,
+        variable_size=cfg.data.resize == "native",
     )
 
 
@@ -490,7 +492,7 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
         model.save(tmp)
 
     metrics = {}
-    for split in ("val", "test"):
+    for split in t.evaluate_splits:
         if splits.files.get(split):
             summary, _ = evaluate_model_on_split(model, run, split)
             metrics[split] = summary
