@@ -87,8 +87,8 @@ def build_classifier(
         spp_levels: Grid sizes of the ``spp`` head.
         variable_size: Take images of any size (``[N, None, None, 3]``, ``image_size`` is then
             only checked against the backbone's minimum): batches of native-size images padded
-            with ``PAD_VALUE``, which a ``fill_padding`` layer turns grey before the backbone and
-            the pooling head leaves out.
+            with ``PAD_VALUE``, which a ``fill_padding`` layer sets to zero after preprocessing
+            and the pooling head leaves out.
 
     Returns:
         An uncompiled functional ``keras.Model`` taking float images ``[N, H, W, 3]`` in [0, 255].
@@ -110,10 +110,9 @@ def build_classifier(
     weights_arg = _weights_arg(weights, bb)
 
     inputs = keras.Input((None, None, 3) if variable_size else (h, w, 3), name="image")
-    x = inputs
+    x = Preprocess(bb.preprocess, name="preprocess")(inputs)
     if variable_size:
-        x = FillPadding(name="fill_padding")(x)
-    x = Preprocess(bb.preprocess, name="preprocess")(x)
+        x = FillPadding(name="fill_padding")([x, inputs])
     ctor = _resolve(bb.constructor)
     if bb.applications:
         from_file = weights_arg not in (None, "imagenet")

@@ -63,8 +63,6 @@ class Preprocess(keras.layers.Layer):
 
 #: Padding value of native-size batches (``tfcam.data.pipeline.PAD_VALUE``): real pixels are 0–255.
 PAD_VALUE = -1.0
-#: What padded pixels become before the backbone (mid-grey, about 0 after most normalisations).
-PAD_FILL = 127.5
 
 
 def _valid_extent(image, features):
@@ -108,15 +106,18 @@ def _masked_mean(features, mask):
 
 @keras.saving.register_keras_serializable(package="tfcam")
 class FillPadding(keras.layers.Layer):
-    """Replaces the padding of native-size batches (``PAD_VALUE``) with mid-grey, so the backbone
-    sees neutral pixels there; real pixels pass unchanged."""
+    """Sets the padding of native-size batches to zero after preprocessing: called on
+    ``[preprocessed, raw image]``, it zeroes the pixels where the raw image holds ``PAD_VALUE``,
+    which is what a convolution's own zero padding shows it at an image's border; real pixels
+    pass unchanged."""
 
-    def call(self, x):
-        pad = x[..., :1] <= PAD_VALUE / 2
-        return ops.where(pad, ops.cast(PAD_FILL, x.dtype), x)
+    def call(self, inputs):
+        x, raw = inputs
+        pad = raw[..., :1] <= PAD_VALUE / 2
+        return ops.where(pad, ops.zeros((), x.dtype), x)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return input_shape[0]
 
 
 @keras.saving.register_keras_serializable(package="tfcam")
