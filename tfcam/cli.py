@@ -201,7 +201,15 @@ def _abs_if_path(value: str) -> str:
     "--resume", "resume_dir", metavar="RUN_DIR", help="Continue a killed or interrupted run."
 )
 @click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
-def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report) -> None:
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "none", "mirrored", "multiworker"]),
+    default="auto",
+    show_default=True,
+    help="tf.distribute strategy: mirrored over local GPUs, multiworker over the machines of "
+    "TF_CONFIG (each runs this command; worker 0 writes the report).",
+)
+def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy) -> None:
     """Train an experiment and write its run directory.
 
     \b
@@ -224,7 +232,13 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
     _quiet_tensorflow()
     from tfcam.train.fit import fit as run_fit
 
-    result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report)
+    result = run_fit(
+        cfg,
+        resume_dir or run_dir,
+        resume=bool(resume_dir),
+        report=not no_report,
+        strategy=strategy,
+    )
     click.echo(f"Run directory: {result.run_dir}")
     for split, m in result.metrics.items():
         click.echo(

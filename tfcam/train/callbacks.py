@@ -246,8 +246,11 @@ class TensorBoardPanels(keras.callbacks.Callback):
         config_text: str,
         hparams: dict,
         cams: bool = True,
+        enabled: bool = True,
     ):
         super().__init__()
+        #: False on workers other than the chief of a multi-worker run: nothing is written.
+        self.enabled = enabled
         self.log_dir = Path(log_dir)
         self.images = images
         self.sample = sample
@@ -268,6 +271,8 @@ class TensorBoardPanels(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
+        if not self.enabled:
+            return
         self._writer = tf.summary.create_file_writer(str(self.log_dir / "panels"))
         with self._writer.as_default():
             tf.summary.text("config", f"```\n{self.config_text}\n```", step=0)
@@ -349,6 +354,8 @@ class TensorBoardPanels(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
+        if not self.enabled:
+            return
         with self._writer.as_default():
             if self.cams and len(self.images):
                 tf.summary.image("gradcam", self._panel(epoch)[None], step=epoch)

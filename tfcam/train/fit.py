@@ -54,6 +54,7 @@ def fit(
     resume: bool = False,
     verbose: int | str = "auto",
     report: bool = True,
+    strategy: str = "auto",
 ) -> FitResult:
     """Trains an experiment into a run directory.
 
@@ -62,7 +63,9 @@ def fit(
         run_dir: Where to write; defaults to ``runs/<experiment>-<timestamp>``.
         resume: Continue the run in ``run_dir`` from its last finished epoch.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
-        report: Write ``report/index.html`` at the end.
+        report: Write ``report/index.html`` at the end (the chief worker only).
+        strategy: ``auto``, ``none``, ``mirrored`` or ``multiworker`` (see
+            :mod:`tfcam.train.distribute`).
 
     Returns:
         The run directory, its metrics and the wall time.
@@ -72,6 +75,9 @@ def fit(
         TrainingDiverged: The loss became NaN or infinite (the last good checkpoint is kept).
     """
     t0 = time.perf_counter()
+    from tfcam.train.distribute import choose
+
+    choose(strategy)  # a bad name or a missing TF_CONFIG fails before anything is written
     if resume:
         if run_dir is None:
             raise UserError("--resume needs the run directory to continue")
@@ -92,7 +98,7 @@ def fit(
     run.update_state(status="running", phase_done=state.get("phase_done", 0))
 
     try:
-        result = _fit(cfg, run, verbose=verbose)
+        result, placement = _fit(cfg, run, verbose=verbose, strategy=strategy)
     except KeyboardInterrupt:
         run.update_state(status="interrupted")
         raise
@@ -104,7 +110,7 @@ def fit(
         raise
     result.seconds = time.perf_counter() - t0
     run.update_state(status="completed", seconds=round(result.seconds, 1))
-    if report:
+    if report and placement.is_chief:
         path = build_report(run.path)
         log.info("Report: %s", path)
     return result
@@ -152,8 +158,12 @@ def _fit_head_on_cached_features(
     fc.copy_head_weights(head, model)
 
 
-def _tensorboard_panels(cfg: ExperimentConfig, run: Run, splits: Splits) -> cb.TensorBoardPanels:
-    """The TensorBoard panels callback with its fixed validation images, loaded once."""
+def _tensorboard_panels(
+    cfg: ExperimentConfig, run: Run, splits: Splits, *, enabled: bool = True
+) -> cb.TensorBoardPanels:
+    """The TensorBoard panels callback with its fixed validation images, loaded once; with
+    ``enabled`` false (workers other than the chief) it writes only the scalars' companions:
+    no Grad-CAM panel, no confusion matrix."""
     from tfcam.config import to_yaml
     from tfcam.data.pipeline import read_images
 
@@ -202,6 +212,7 @@ def _tensorboard_panels(cfg: ExperimentConfig, run: Run, splits: Splits) -> cb.T
         config_text=to_yaml(cfg),
         hparams=hparams,
         cams=k > 0,
+        enabled=enabled,
     )
 
 
@@ -347,7 +358,10 @@ def set_precision(cfg: ExperimentConfig) -> str:
     return want
 
 
-def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
+def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str, strategy: str = "none"):
+    from tfcam.train.distribute import make_strategy, shard_by_data
+
+    placement = make_strategy(strategy)  # first: a multi-worker runtime starts here
     keras.utils.set_random_seed(cfg.train.seed)
     set_precision(cfg)
     splits = prepare_data(cfg, run)
@@ -372,8 +386,25 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
     val_ds = make_dataset(
         files=splits.files["val"], labels=splits.labels["val"], mode="eval", **common
     )
+    if placement.distributed:
+        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
 
+    with placement.strategy.scope():
+        model = _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose)
+    return _finish(cfg, run, placement, splits, model), placement
+
+
+def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> keras.Model:
+    """Both phases under the strategy; returns the final (best or last epoch's) model."""
+    m, t = cfg.model, cfg.train
+    n_classes = len(splits.class_names)
     model = build_model(cfg, n_classes)
+    if placement.distributed:
+        # Batch statistics over the global batch (all replicas), as one machine would compute
+        # them, so the moving averages stay identical on every worker.
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
     log.info(
         "Model: %s (%s), %d classes, %s parameters",
         m.backbone,
@@ -389,7 +420,7 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
 
         verbose = 1 if sys.stdout.isatty() else 2
 
-    panels = _tensorboard_panels(cfg, run, splits)
+    panels = _tensorboard_panels(cfg, run, splits, enabled=placement.is_chief)
 
     def callbacks(phase: int, base_lr: float, first_epoch: int, n_epochs: int) -> list:
         sched = cb.step_or_cosine_schedule(
@@ -444,7 +475,7 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
             model.load_weights(str(end_weights))
             continue
         what = prepare()
-        if phase == 1 and fc.cacheable(cfg):
+        if phase == 1 and fc.cacheable(cfg) and not placement.distributed:
             _fit_head_on_cached_features(
                 model,
                 cfg,
@@ -488,6 +519,21 @@ def _fit(cfg: ExperimentConfig, run: Run, *, verbose: int | str) -> FitResult:
             info.get("monitor"),
             info.get("value"),
         )
+    return model
+
+
+def _finish(cfg, run, placement, splits, model) -> FitResult:
+    """Saves the final model and evaluates it on each split of ``train.evaluate_splits``."""
+    t = cfg.train
+    if placement.distributed:
+        # The final model leaves the strategy: a plain copy is saved and evaluated by each worker
+        # on the whole of each split (a distributed predict would see only this worker's shard).
+        import dataclasses
+
+        weights = model.get_weights()
+        plain_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="none"))
+        model = build_model(plain_cfg, len(splits.class_names))
+        model.set_weights(weights)
     with atomic_path(run.model_path) as tmp:
         model.save(tmp)
 
