@@ -116,7 +116,8 @@ def test_bad_input_from_the_real_console_script():
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "tfcam: error: Unknown experiment 'nope'. Choose from: folder, shapes, shapes_tiny"
+        "tfcam: error: Unknown experiment 'nope'. Choose from: caltech101, cifar10, drones, "
+        "folder, imagewoof, shapes, shapes_tiny, snakes"
     ]
 
 
