@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -373,6 +374,82 @@ def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir
     click.echo(
         f"Curve: {result.out_dir / 'lr_finder.png'}  table: {result.out_dir / 'lr_finder.csv'}"
     )
+
+
+@cli.command("evaluate-cams")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option(
+    "-m",
+    "--methods",
+    default="gradcam,gradcam++,scorecam,layercam,eigencam,saliency",
+    show_default=True,
+    help="Comma-separated methods (tfcam explain --list-methods); the reference maps random and "
+    "center are always added.",
+)
+@click.option("--layer", help="Layer for CAM methods (default: the last convolutional map).")
+@click.option("--n", "n_images", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True
+)
+@click.option(
+    "--boxes",
+    "boxes_csv",
+    metavar="CSV",
+    help="Object boxes (path,x0,y0,x1,y1) for the pointing games; shapes runs have their own.",
+)
+@click.option(
+    "--step",
+    type=click.IntRange(min=1),
+    help="Pixels per deletion/insertion step (default: 1/32 of the image).",
+)
+@click.option("--no-road", is_flag=True, help="Skip ROAD (the slowest metric).")
+@click.option(
+    "--sanity-images",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Images for the randomisation sanity check (0 skips it).",
+)
+@click.option("--out", "out_dir", metavar="DIR", help="Default: RUN_DIR/evaluate_cams.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def evaluate_cams_cmd(
+    run_dir, methods, layer, n_images, split, boxes_csv, step, no_road, sanity_images, out_dir,
+    as_json,
+) -> None:  # fmt: skip
+    """Which heatmap to trust: pointing games, deletion/insertion, ROAD, average drop and a
+    randomisation sanity check per method, on the run's own images.
+
+    \b
+    Examples:
+      tfcam evaluate-cams runs/shapes-20261123-101500 -m gradcam,gradcam++,scorecam
+      tfcam evaluate-cams RUN --n 100 --no-road --boxes boxes.csv --json
+    """
+    from tfcam.runs import Run
+
+    Run(run_dir).require_model()
+    _quiet_tensorflow()
+    from tfcam.explain.evaluate_cams import evaluate_cams
+
+    t0 = time.perf_counter()
+    result = evaluate_cams(
+        run_dir,
+        [methods],
+        layer=layer,
+        n=n_images,
+        split=split,
+        boxes_csv=boxes_csv,
+        step=step,
+        road=not no_road,
+        sanity_images=sanity_images,
+        out_dir=out_dir,
+    )
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    md = Path(result["files"]["markdown"]).read_text(encoding="utf-8")
+    click.echo(md.rstrip())
+    click.echo(f"Written to {Path(result['files']['csv']).parent} in {result['seconds']} s")
 
 
 @cli.command()

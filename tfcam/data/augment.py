@@ -223,12 +223,27 @@ def augmented_samples(cfg, n_images: int = 4, n_variants: int = 5, seed: int = 0
             break
     chosen += [int(i) for i in order if int(i) not in chosen][: n_images - len(chosen)]
     paths = [files[i] for i in chosen]
-    images = read_images(paths, cfg.data.image_size, cfg.data.resize)
     tf.random.set_seed(seed)
     aug = dict(cfg.data.augment)
+    size = cfg.data.image_size
+    if cfg.data.resize == "native":
+        # Augment each image at its own size (as training does), then pad it to the preview cell.
+        from tfcam.data.pipeline import letterbox, load_image
+
+        natives = [load_image(tf.constant(p), size, "native") for p in paths]
+        images = np.stack([letterbox(img, size).numpy() for img in natives])
+        fn = tf.function(lambda x: letterbox(apply(x, aug), size), reduce_retracing=True)
+        variants = np.stack(
+            [np.stack([fn(img).numpy() for _ in range(n_variants)]) for img in natives]
+        )
+        return _names(splits, files, labels, chosen), images, variants
+    images = read_images(paths, size, cfg.data.resize)
     fn = tf.function(lambda x: apply(x, aug))
     variants = np.stack(
         [np.stack([fn(tf.constant(img)).numpy() for _ in range(n_variants)]) for img in images]
     )
-    names = [f"{splits.class_names[labels[i]]}: {files[i].rsplit('/', 1)[-1]}" for i in chosen]
-    return names, images, variants
+    return _names(splits, files, labels, chosen), images, variants
+
+
+def _names(splits, files, labels, chosen) -> list[str]:
+    return [f"{splits.class_names[labels[i]]}: {files[i].rsplit('/', 1)[-1]}" for i in chosen]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -191,6 +192,28 @@ def write_report(run_dir: str | Path) -> Path:
                 elif fig.get("caption"):
                     parts.append(f"<p>{html.escape(fig['caption'])}</p>")
             sections.append((sec["id"], sec["title"], parts))
+
+    # Heatmap metrics (tfcam evaluate-cams) ---------------------------------------------------------
+    cams_path = run.path / "evaluate_cams" / "metrics.json"
+    if cams_path.is_file():
+        res = read_json(cams_path)
+        arrows = {c: "↑" if d == "higher" else "↓" for c, d in res.get("columns", {}).items()}
+        table = pd.DataFrame(res.get("table", [])).set_index("method")
+        table = table[[c for c in arrows if c in table.columns]]
+        table.columns = [f"{c} {arrows[c]}" for c in table.columns]
+        parts = [
+            f"<p>{res.get('n')} {html.escape(str(res.get('split')))} images, layer "
+            f"<code>{html.escape(str(res.get('layer')))}</code>, target: the true class. "
+            "<code>random</code> and <code>center</code> are reference maps that know nothing "
+            "about the model; ↑ higher is better, ↓ lower is better.</p>",
+            table.to_html(float_format="%.3f", na_rep=""),
+        ]
+        for key, title in (("curves", "deletion and insertion"), ("sanity", "sanity check")):
+            src = res.get("files", {}).get(key)
+            if src and Path(src).is_file():
+                rel = os.path.relpath(src, report_dir)
+                parts.append(_figure(rel, title))
+        sections.append(("heatmap-metrics", "Heatmap metrics", parts))
 
     # Config, logs ------------------------------------------------------------------------------------
     parts = [f"<pre>{html.escape(cfg_text)}</pre>"]

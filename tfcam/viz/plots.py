@@ -270,3 +270,45 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def deletion_insertion_plot(curves: dict, references=("random", "center")) -> Figure:
+    """Mean deletion and insertion curves per method (areas in the legend).
+
+    Args:
+        curves: ``{method: (deletion, insertion)}`` of :class:`tfcam.explain.metrics.Curves`.
+        references: Methods drawn dashed (maps that know nothing about the model).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for method, (dele, ins) in curves.items():
+        style = "--" if method in references else "-"
+        for ax, c in ((axes[0], dele), (axes[1], ins)):
+            ax.plot(c.fractions, c.scores.mean(0), style, label=f"{method} ({c.auc.mean():.3f})")
+    for ax, title, xlabel in (
+        (axes[0], "Deletion (lower area is better)", "share of pixels removed"),
+        (axes[1], "Insertion (higher area is better)", "share of pixels revealed"),
+    ):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("probability of the target class")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def sanity_plot(counts, down_to, spearman: dict) -> Figure:
+    """Spearman correlation with the trained model's maps as more top layers are randomised."""
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    x = list(range(len(counts)))
+    for method, ys in spearman.items():
+        ax.plot(x, ys, "o-", label=method)
+    ax.set_xticks(x, [f"{c}\n{n}" for c, n in zip(counts, down_to, strict=True)], fontsize=7)
+    ax.set_xlabel("top layers randomised (down to)")
+    ax.set_ylabel("Spearman correlation with trained maps")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylim(-0.2, 1.02)
+    ax.set_title("Sanity check: cascading randomisation (Adebayo et al. 2018)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
