@@ -402,6 +402,11 @@ def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir
     type=click.IntRange(min=1),
     help="Pixels per deletion/insertion step (default: 1/32 of the image).",
 )
+@click.option(
+    "--blur-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Blur (px) of the insertion's starting image (default: 1/12 of the side).",
+)
 @click.option("--no-road", is_flag=True, help="Skip ROAD (the slowest metric).")
 @click.option(
     "--sanity-images",
@@ -413,8 +418,8 @@ def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir
 @click.option("--out", "out_dir", metavar="DIR", help="Default: RUN_DIR/evaluate_cams.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def evaluate_cams_cmd(
-    run_dir, methods, layer, n_images, split, boxes_csv, step, no_road, sanity_images, out_dir,
-    as_json,
+    run_dir, methods, layer, n_images, split, boxes_csv, step, blur_sigma, no_road, sanity_images,
+    out_dir, as_json,
 ) -> None:  # fmt: skip
     """Which heatmap to trust: pointing games, deletion/insertion, ROAD, average drop and a
     randomisation sanity check per method, on the run's own images.
@@ -439,6 +444,7 @@ def evaluate_cams_cmd(
         split=split,
         boxes_csv=boxes_csv,
         step=step,
+        blur_sigma=blur_sigma,
         road=not no_road,
         sanity_images=sanity_images,
         out_dir=out_dir,

@@ -102,6 +102,7 @@ def evaluate_cams(
     split: str = "val",
     boxes_csv: str | os.PathLike | None = None,
     step: int | None = None,
+    blur_sigma: float | None = None,
     road: bool = True,
     sanity_images: int = 16,
     sanity_steps: int = 6,
@@ -119,6 +120,7 @@ def evaluate_cams(
         split: ``val`` or ``test`` (or ``train``).
         boxes_csv: Boxes for the pointing games (``shapes`` runs have their own).
         step: Pixels per deletion/insertion step (default: 1/32 of the image).
+        blur_sigma: Blur of the insertion's start in pixels (default: 1/12 of the side).
         road: Run ROAD (the slowest metric: a sparse solve per image and level).
         sanity_images: Images for the randomisation check (0 to skip it).
         sanity_steps: Points of the cascade (output layer first, then deeper).
@@ -183,6 +185,7 @@ def evaluate_cams(
             parts.append(np.asarray(e.heatmap, np.float32))
         return np.concatenate(parts)
 
+    blurred = M.blur(images, blur_sigma)
     rows, curves, all_maps = [], {}, {}
     names = [*methods, *[r for r in REFERENCES if r not in methods]]
     import warnings
@@ -201,7 +204,9 @@ def evaluate_cams(
             row["energy_pointing"] = float(M.energy_pointing_game(maps, boxes).mean())
         say(f"[{k}/{len(names)}] {method}: deletion and insertion …")
         dele = M.deletion_insertion(score, images, maps, targets, mode="deletion", step=step)
-        ins = M.deletion_insertion(score, images, maps, targets, mode="insertion", step=step)
+        ins = M.deletion_insertion(
+            score, images, maps, targets, mode="insertion", step=step, baseline=blurred
+        )
         curves[method] = (dele, ins)
         row["deletion_auc"] = float(dele.auc.mean())
         row["insertion_auc"] = float(ins.auc.mean())
