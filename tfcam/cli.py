@@ -203,6 +203,14 @@ def _abs_if_path(value: str) -> str:
 )
 @click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
 @click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="KEY=V1,V2,…",
+    help="Train one run per combination of values (repeatable: a grid); --run-dir names the "
+    "sweep folder.",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["auto", "none", "mirrored", "multiworker"]),
     default="auto",
@@ -210,15 +218,23 @@ def _abs_if_path(value: str) -> str:
     help="tf.distribute strategy: mirrored over local GPUs, multiworker over the machines of "
     "TF_CONFIG (each runs this command; worker 0 writes the report).",
 )
-def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy) -> None:
-    """Train an experiment and write its run directory.
+def fit(
+    experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps
+) -> None:
+    """Train an experiment and write its run directory (or a sweep folder of runs).
 
     \b
     Examples:
       tfcam fit --experiment shapes
       tfcam fit --experiment folder --data-dir ~/photos --set model.backbone=resnet50
       tfcam fit --resume runs/shapes-20261123-101500
+      tfcam fit -e shapes --sweep train.learning_rate=0.01,0.001 --sweep data.batch_size=32,64
+      tfcam fit --resume runs/shapes-sweep-20261123-101500
     """
+    if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
+        _fit_sweep(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report,
+                   strategy, sweeps)  # fmt: skip
+        return
     if resume_dir:
         if experiment or data_dir or weights or overrides or run_dir:
             raise UserError(
@@ -246,6 +262,46 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
             f"{split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['n']} images)"
         )
     click.echo(f"Wall time: {result.seconds:.1f} s")
+
+
+def _fit_sweep(
+    experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps
+) -> None:
+    if resume_dir and (experiment or data_dir or weights or overrides or run_dir or sweeps):
+        raise UserError(
+            "--resume continues a sweep with its own saved grid; do not combine it with "
+            "--experiment, --data-dir, --weights, --set, --sweep or --run-dir"
+        )
+    if not resume_dir and not experiment:
+        raise UserError("Give --experiment NAME with --sweep")
+    _quiet_tensorflow()
+    from tfcam.train.sweep import run_sweep
+
+    result = run_sweep(
+        experiment=experiment,
+        data_dir=_abs_if_path(data_dir) if data_dir else None,
+        weights=_abs_if_path(weights)
+        if weights and weights not in ("imagenet", "none")
+        else weights,
+        overrides=list(overrides),
+        sweeps=list(sweeps),
+        sweep_dir=run_dir,
+        resume=resume_dir,
+        report=not no_report,
+        strategy=strategy,
+    )
+    click.echo(f"Sweep folder: {result['path']}")
+    for t in result["trials"]:
+        reason = f"  ({t['reason']})" if t.get("reason") else ""
+        click.echo(f"  {t['id']}: {t['status']}{reason}")
+    if "compare" in result:
+        from tfcam.report.compare import compare_table
+
+        table, _ = compare_table([result["path"]])
+        click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        click.echo(f"Comparison: {result['compare']['files']['html']}")
+    tb = Path(result["path"]) / "hparams"
+    click.echo(f"HParams dashboard: tensorboard --logdir {tb}")
 
 
 def _run_and_inputs(paths, model_path) -> tuple[str | None, list[str]]:
@@ -374,6 +430,49 @@ def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir
     click.echo(
         f"Curve: {result.out_dir / 'lr_finder.png'}  table: {result.out_dir / 'lr_finder.csv'}"
     )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="RUN_DIR... | SWEEP_DIR")
+@click.option(
+    "--sort",
+    type=click.Choice(["val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds"]),
+    default="val_accuracy",
+    show_default=True,
+)
+@click.option(
+    "--out", "out_dir", metavar="DIR", help="Default: SWEEP_DIR/compare, or runs/compare-<time>."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def compare(paths, sort, out_dir, as_json) -> None:
+    """Runs side by side: the config fields that differ, accuracy, loss, best epoch, time;
+    overlaid learning curves and an HTML page linking each run's report.
+
+    \b
+    Examples:
+      tfcam compare runs/shapes-20261123-101500 runs/shapes-20261123-111500
+      tfcam compare runs/shapes-sweep-20261123-120000 --sort val_loss
+    """
+    from tfcam.report.compare import write_compare
+
+    if out_dir is None:
+        if len(paths) == 1 and (Path(paths[0]) / "sweep.json").is_file():
+            out_dir = Path(paths[0]) / "compare"
+        else:
+            from tfcam.runs import default_run_dir
+
+            out_dir = default_run_dir("compare")
+    result = write_compare(list(paths), out_dir, sort)
+    for w in result["warnings"]:
+        log.warning("%s", w)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    import pandas as pd
+
+    table = pd.read_csv(result["files"]["csv"], index_col="run")
+    click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"Page: {result['files']['html']}")
 
 
 @cli.command("evaluate-cams")

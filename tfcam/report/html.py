@@ -226,17 +226,34 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append(f'<p class="muted">Run state: {html.escape(json.dumps(state))}</p>')
     sections.append(("config", "Configuration and logs", parts))
 
-    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
-    body = "".join(
-        f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
-        for sid, title, parts in sections
+    return write_text(
+        run.report_path,
+        page(
+            f"tfcam run: {name}", str(run.path.resolve()), sections, summary, title=f"tfcam: {name}"
+        ),
     )
-    page = (
+
+
+def page(
+    heading: str,
+    subtitle: str,
+    sections: list[tuple[str, str, list[str]]],
+    summary: str = "",
+    *,
+    title: str | None = None,
+) -> str:
+    """One self-contained HTML page: header, a navigation bar over ``sections`` (id, title,
+    HTML parts), then the sections."""
+    nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t, _ in sections)
+    body = "".join(
+        f'<section id="{sid}"><h2>{html.escape(t)}</h2>{"".join(parts)}</section>'
+        for sid, t, parts in sections
+    )
+    return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>tfcam: {html.escape(name)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>tfcam run: {html.escape(name)}</h1>"
-        f"<p>{html.escape(str(run.path.resolve()))}</p></header>"
+        f"<title>{html.escape(title or heading)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{html.escape(heading)}</h1>"
+        f"<p>{html.escape(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{summary}{body}</main></body></html>\n"
     )
-    return write_text(run.report_path, page)

@@ -312,3 +312,31 @@ def sanity_plot(counts, down_to, spearman: dict) -> Figure:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
+
+
+def overlaid_learning_curves(histories: dict) -> Figure:
+    """Validation accuracy and loss per epoch of several runs on shared axes, one colour per
+    run (training loss dashed in the same colour).
+
+    Args:
+        histories: ``{run name: history.csv as a DataFrame}``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, h) in enumerate(histories.items()):
+        c = colours[i % len(colours)]
+        x = h["epoch"] if "epoch" in h else range(1, len(h) + 1)
+        if "val_accuracy" in h:
+            axes[0].plot(x, h["val_accuracy"], "-o", ms=3, color=c, label=name)
+        if "val_loss" in h:
+            axes[1].plot(x, h["val_loss"], "-o", ms=3, color=c, label=name)
+        if "loss" in h:
+            axes[1].plot(x, h["loss"], "--", color=c, alpha=0.6)
+    axes[0].set_title("Validation accuracy", fontsize=10)
+    axes[1].set_title("Loss (validation solid, training dashed)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if histories:
+        axes[0].legend(fontsize=7)
+    return fig

@@ -1,0 +1,210 @@
+"""``tfcam compare``: runs side by side, one row per run, only what differs between them.
+
+The table holds the config fields whose values differ between the runs (dotted names, as
+``--set`` takes them), then validation and test accuracy and loss, the best epoch and the wall
+time, sorted by the chosen metric. Runs trained on different class sets are flagged: their
+accuracies measure different tasks, so the table gets a ``classes`` column and a warning, and
+rows are grouped by class set before sorting.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from tfcam.errors import UserError
+from tfcam.io import atomic_path, read_json, write_json, write_text
+from tfcam.runs import Run, read_history
+
+METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "seconds")
+SORT_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds")
+#: Config fields never compared (they name the run, not how it trained).
+IGNORED = ("name", "description")
+
+
+def runs_of(paths: list[str | os.PathLike]) -> list[Path]:
+    """Run directories from the arguments: run directories, or one sweep folder (its trials).
+
+    Raises:
+        UserError: A path that is neither, or a sweep without runs.
+    """
+    if not paths:
+        raise UserError("Give run directories or a sweep folder to compare")
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "sweep.json").is_file():
+            sweep = read_json(p / "sweep.json")
+            trials = [p / t["run_dir"] for t in sweep.get("trials", [])]
+            found = [t for t in trials if (t / "config.yaml").is_file()]
+            if not found:
+                raise UserError(f"Sweep '{p}' has no runs yet")
+            out.extend(found)
+        elif (p / "config.yaml").is_file():
+            out.append(p)
+        else:
+            raise UserError(
+                f"'{p}' is neither a run directory (config.yaml) nor a sweep folder (sweep.json)"
+            )
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("augment", "options", "class_labels"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v if not isinstance(v, (list, dict)) else repr(v)
+    return out
+
+
+def _row(path: Path) -> tuple[dict, dict, list[str]]:
+    """(flattened config, metrics, class names) of one run."""
+    import yaml
+
+    run = Run(path)
+    cfg = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
+    flat = {k: v for k, v in _flatten(cfg).items() if k not in IGNORED}
+    metrics: dict = {}
+    m = run.metrics() if run.metrics_path.is_file() else {}
+    for split in ("val", "test"):
+        if split in m:
+            metrics[f"{split}_accuracy"] = m[split].get("accuracy")
+            metrics[f"{split}_loss"] = m[split].get("loss")
+    best = path / "checkpoints" / "best.json"
+    if best.is_file():
+        metrics["best_epoch"] = read_json(best).get("epoch")
+    state = run.state() if run.state_path.is_file() else {}
+    if state.get("seconds") is not None:
+        metrics["seconds"] = state["seconds"]
+    metrics["status"] = state.get("status", "unknown")
+    names = run.class_names() if run.class_names_path.is_file() else []
+    return flat, metrics, names
+
+
+def compare_table(
+    paths: list[str | os.PathLike], sort: str = "val_accuracy"
+) -> tuple[pd.DataFrame, list[str]]:
+    """The comparison table (index: run name) and warnings.
+
+    Raises:
+        UserError: Unknown sort key, or bad paths.
+    """
+    if sort not in SORT_KEYS:
+        from tfcam.errors import choices_message
+
+        raise UserError(choices_message("sort key", sort, SORT_KEYS))
+    runs = runs_of(paths)
+    rows = [_row(p) for p in runs]
+    names = _unique_names(runs)
+    configs = pd.DataFrame([r[0] for r in rows], index=names)
+    differing = [c for c in configs.columns if configs[c].astype(str).nunique(dropna=False) > 1]
+    table = configs[differing].copy()
+    metrics = pd.DataFrame([r[1] for r in rows], index=names)
+    for c in METRICS:
+        if c in metrics and metrics[c].notna().any():
+            table[c] = metrics[c]
+    warnings = []
+    if (metrics["status"] != "completed").any():
+        table["status"] = metrics["status"]
+    class_sets = [tuple(r[2]) for r in rows]
+    ascending = sort.endswith("loss") or sort == "seconds"
+    if len(set(class_sets)) > 1:
+        labels = {cs: chr(ord("A") + i) for i, cs in enumerate(dict.fromkeys(class_sets))}
+        table.insert(0, "classes", [labels[cs] for cs in class_sets])
+        described = "; ".join(
+            f"{lab}: {', '.join(cs) if len(cs) <= 8 else ', '.join(cs[:8]) + ', …'} ({len(cs)})"
+            for cs, lab in labels.items()
+        )
+        warnings.append(
+            "These runs were trained on different class sets, so their accuracies measure "
+            f"different tasks and are not compared across sets (rows grouped by set): {described}"
+        )
+        by = ["classes"] + ([sort] if sort in table else [])
+        table = table.sort_values(by, ascending=[True] + [ascending] * (len(by) - 1))
+    elif sort in table:
+        table = table.sort_values(sort, ascending=ascending, na_position="last")
+    table.index.name = "run"
+    return table, warnings
+
+
+def _unique_names(runs: list[Path]) -> list[str]:
+    names = [p.name for p in runs]
+    if len(set(names)) == len(names):
+        return names
+    return [str(p) for p in runs]
+
+
+def write_compare(
+    paths: list[str | os.PathLike], out_dir: str | os.PathLike, sort: str = "val_accuracy"
+) -> dict:
+    """Writes ``compare.csv``, ``compare.json``, ``learning_curves.png`` and ``index.html``
+    (linking each run's own report) into ``out_dir``; returns what was written."""
+    from tfcam.report.html import _figure, page
+    from tfcam.viz.plots import overlaid_learning_curves, to_png
+
+    table, warnings = compare_table(paths, sort)
+    runs = runs_of(paths)
+    names = dict(zip(_unique_names(runs), runs, strict=True))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "compare.csv") as tmp:
+        table.to_csv(tmp, float_format="%.4f")
+    histories = {}
+    for name in table.index:
+        h = names[name] / "history.csv"
+        if h.is_file():
+            histories[name] = read_history(h)
+    curves = out / "learning_curves.png"
+    with atomic_path(curves) as tmp:
+        Path(tmp).write_bytes(to_png(overlaid_learning_curves(histories), dpi=90))
+
+    shown = table.copy()
+    links = []
+    for name in shown.index:
+        report = names[name] / "report" / "index.html"
+        rel = os.path.relpath(report, out)
+        links.append(
+            f'<a href="{html.escape(rel)}">{html.escape(name)}</a>'
+            if report.is_file()
+            else html.escape(name)
+        )
+    shown.index = links
+    parts = [f'<p class="muted">{html.escape(w)}</p>' for w in warnings]
+    parts.append(shown.to_html(escape=False, float_format="%.4f", na_rep=""))
+    sections = [
+        ("table", "Runs", parts),
+        ("curves", "Learning curves", [_figure("learning_curves.png", "learning curves")]),
+    ]
+    subtitle = f"{len(table)} runs, sorted by {sort}"
+    index = write_text(out / "index.html", page("tfcam compare", subtitle, sections))
+    result = {
+        "runs": [
+            {"run": name, "path": str(names[name]), **_plain(row)} for name, row in table.iterrows()
+        ],
+        "columns": list(table.columns),
+        "sort": sort,
+        "warnings": warnings,
+        "files": {"csv": str(out / "compare.csv"), "curves": str(curves), "html": str(index)},
+    }
+    write_json(out / "compare.json", result)
+    return result
+
+
+def _plain(row: pd.Series) -> dict:
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        out[k] = None if isinstance(v, float) and v != v else v
+    return out
