@@ -214,3 +214,25 @@ def test_drones_trains_on_mixed_sizes_from_data_dir(mixed_folder, tmp_path):
     r = CliRunner().invoke(cli, ["explain", str(run), files[1], "-m", "gradcam", "--out", str(out)])
     assert r.exit_code == 0, (r.output, r.exception)
     assert list(out.rglob("*.png"))
+
+
+def test_augment_preview_augments_native_images_at_their_own_size(mixed_folder):
+    from tfcam.config import load_experiment
+    from tfcam.data.augment import augmented_samples
+    from tfcam.data.pipeline import PAD_VALUE
+
+    root, _files, _sizes = mixed_folder
+    cfg = load_experiment(
+        "drones",
+        ["data.image_size=128", "data.augment={rotate90: 1.0}"],
+        extra={"data.data_dir": str(root)},
+    )
+    _names, originals, variants = augmented_samples(cfg, n_images=4, n_variants=2)
+    assert originals.shape == (4, 128, 128, 3) and variants.shape == (4, 2, 128, 128, 3)
+    for orig, vs in zip(originals, variants, strict=True):
+        real = orig[..., 0] != PAD_VALUE
+        h, w = int(real.any(axis=1).sum()), int(real.any(axis=0).sum())
+        for v in vs:  # every variant is turned by 90 or 270 degrees, or 180: sides swap or not
+            vr = v[..., 0] != PAD_VALUE
+            vh, vw = int(vr.any(axis=1).sum()), int(vr.any(axis=0).sum())
+            assert (vh, vw) in ((h, w), (w, h))

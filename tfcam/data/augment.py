@@ -232,7 +232,10 @@ def augmented_samples(cfg, n_images: int = 4, n_variants: int = 5, seed: int = 0
 
         natives = [load_image(tf.constant(p), size, "native") for p in paths]
         images = np.stack([letterbox(img, size).numpy() for img in natives])
-        fn = tf.function(lambda x: letterbox(apply(x, aug), size), reduce_retracing=True)
+        fn = tf.function(
+            lambda x: letterbox(apply(x, aug), size),
+            input_signature=[tf.TensorSpec([None, None, 3], tf.float32)],
+        )
         variants = np.stack(
             [np.stack([fn(img).numpy() for _ in range(n_variants)]) for img in natives]
         )
