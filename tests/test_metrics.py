@@ -123,7 +123,7 @@ def test_average_drop_and_increase_in_confidence():
     assert inc.tolist() == [False, False]
 
 
-def test_randomisation_permutes_weights_and_the_cascade_reaches_the_bottom():
+def test_randomisation_reinitialises_layers_and_the_cascade_reaches_the_bottom():
     from tfcam.models.build import build_classifier
 
     model = build_classifier(
@@ -131,14 +131,28 @@ def test_randomisation_permutes_weights_and_the_cascade_reaches_the_bottom():
     )
     names = M.weighted_layers(model)
     assert names[0] == "predictions"
+    bn = next(n for n in names if n.endswith("_bn"))
+    conv = next(n for n in names if not n.endswith("_bn") and n != "predictions")
+    rng = np.random.default_rng(0)
+    for n in names:  # pretend training moved every weight
+        layer = model.get_layer(n)
+        layer.set_weights(
+            [w + rng.normal(0.5, 0.1, w.shape).astype(w.dtype) for w in layer.get_weights()]
+        )
     before = {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in names}
-    M.randomize_layers(model, names[:2])
-    for n in names[:2]:
-        for a, b in zip(before[n], model.get_layer(n).get_weights(), strict=True):
-            np.testing.assert_array_equal(np.sort(a.ravel()), np.sort(b.ravel()))  # same values
-            if a.size > 1 and np.ptp(a) > 0:
-                assert not np.array_equal(a, b)  # moved
-    for n in names[2:]:
+    cut = names.index(conv) + 1
+    M.randomize_layers(model, names[:cut], seed=3)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    fan_in, fan_out = kernel.shape
+    limit = np.sqrt(6 / (fan_in + fan_out))  # glorot_uniform, the Dense default
+    assert np.abs(kernel).max() <= limit and kernel.std() > limit / 3
+    np.testing.assert_array_equal(bias, 0)
+    if names.index(bn) < cut:
+        gamma, beta, mean, var = model.get_layer(bn).get_weights()
+        for got, want in ((gamma, 1), (beta, 0), (mean, 0), (var, 1)):
+            np.testing.assert_array_equal(got, want)
+    assert not np.allclose(model.get_layer(conv).get_weights()[0], before[conv][0])
+    for n in names[cut:]:  # below the cut: untouched
         for a, b in zip(before[n], model.get_layer(n).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
     points = M.cascade_points(names, 6)

@@ -99,9 +99,11 @@ def test_explain_cli_on_photos_with_the_shapes_model(shapes_run, shared, tmp_pat
     assert len(list(tmp_path.rglob("*_overlay.png"))) == 7 * 4
 
 
-def test_hymenoptera_mobilenet_v2_reaches_095(shared, tmp_path):
+@pytest.fixture(scope="module")
+def hymenoptera_run(shared, tmp_path_factory):
+    """The folder experiment on hymenoptera with the MobileNetV2 ImageNet weights (about 2 min)."""
     weights = shared / "weights" / "mobilenet_v2_1.0_224_no_top.weights.h5"
-    run_dir, metrics = _fit(
+    return _fit(
         [
             "--experiment",
             "folder",
@@ -112,13 +114,47 @@ def test_hymenoptera_mobilenet_v2_reaches_095(shared, tmp_path):
             "--weights",
             str(weights),
         ],
-        tmp_path,
+        tmp_path_factory.mktemp("hymenoptera"),
     )
+
+
+def test_hymenoptera_mobilenet_v2_reaches_095(hymenoptera_run):
+    run_dir, metrics = hymenoptera_run
     assert metrics["val"]["n"] == 153
     assert metrics["val"]["accuracy"] >= 0.95
     report = json.loads((run_dir / "data_report.json").read_text())
     assert report["skipped"] == []
     assert [s["path"].rsplit("/", 1)[-1] for s in report["suspicious"]] == ["imageNotFound.gif"]
+
+
+def test_randomisation_sanity_check_separates_gradcam_from_guided_backprop(
+    hymenoptera_run, tmp_path
+):
+    """Issue 7, point 3 (Adebayo et al. 2018, on an ImageNet network as in the paper): once every
+    layer is re-initialised, Grad-CAM's maps no longer resemble the trained model's; guided
+    backprop's stay highly correlated through most of the cascade, and the page says so."""
+    from tfcam.explain.evaluate_cams import evaluate_cams
+
+    run_dir, _ = hymenoptera_run
+    res = evaluate_cams(
+        run_dir, ["gradcam", "guided_backprop"], n=8, road=False, sanity_images=8,
+        out_dir=tmp_path,
+    )  # fmt: skip
+    sanity = res["sanity"]
+    gradcam, guided = sanity["spearman"]["gradcam"], sanity["spearman"]["guided_backprop"]
+    from tfcam.explain.metrics import weighted_layers
+    from tfcam.models.build import load_model
+
+    every = weighted_layers(load_model(run_dir / "model.keras"))
+    assert sanity["down_to"][0] == "predictions" and sanity["counts"][-1] == len(every)
+    assert sanity["down_to"][-1] == every[-1] == "Conv1"  # the first convolution: all random
+    assert gradcam[-1] <= 0.3, gradcam
+    assert max(gradcam) <= 0.5, gradcam  # it drops as soon as the top layers are random
+    assert np.mean(guided) >= 0.6 and min(guided[:-1]) >= 0.7, guided  # the known failure
+    assert "guided_backprop (mean Spearman" in sanity["note"]
+    assert "gradcam (mean" not in sanity["note"]
+    md = (tmp_path / "metrics.md").read_text()
+    assert sanity["note"] in md
 
 
 def test_gradcam_beats_reference_maps_on_shapes(shapes_run, tmp_path):

@@ -39,6 +39,7 @@ COLUMNS = {
     "road_gap": "higher",
     "average_drop_pct": "lower",
     "increase_confidence_pct": "higher",
+    "sanity_mean_spearman": "lower",
     "sanity_last_spearman": "lower",
     "seconds": "lower",
 }
@@ -233,13 +234,17 @@ def evaluate_cams(
         for row in rows:
             series = sanity["spearman"].get(row["method"])
             if series:
+                row["sanity_mean_spearman"] = float(np.mean(series))
                 row["sanity_last_spearman"] = float(series[-1])
+        sanity["note"] = sanity_sentence(sanity["spearman"])
 
     table = pd.DataFrame(rows).set_index("method")
     table = table[[c for c in COLUMNS if c in table.columns] + ["images"]]
     with atomic_path(out / "metrics.csv") as tmp:
         table.to_csv(tmp, float_format="%.4f")
     md = _markdown(table, len(images), split, boxes is not None)
+    if sanity is not None:
+        md += "\n" + sanity["note"] + "\n"
     with atomic_path(out / "metrics.md") as tmp:
         Path(tmp).write_text(md, encoding="utf-8")
     from tfcam.viz.plots import deletion_insertion_plot, sanity_plot
@@ -282,6 +287,28 @@ def evaluate_cams(
 
         write_report(run.path)
     return result
+
+
+#: Mean Spearman correlation over the randomisation cascade above which a method is flagged.
+SANITY_FLAG = 0.5
+
+
+def sanity_sentence(spearman: dict[str, list[float]]) -> str:
+    """One sentence for the user on what the randomisation check found."""
+    flagged = {m: float(np.mean(v)) for m, v in spearman.items() if v and np.mean(v) >= SANITY_FLAG}
+    if not flagged:
+        return (
+            "Sanity check: every method's maps lose their likeness to the trained model's maps as "
+            "its layers are randomised, as maps that explain what the model learned should "
+            "(Adebayo et al. 2018)."
+        )
+    names = ", ".join(f"{m} (mean Spearman {v:.2f})" for m, v in flagged.items())
+    return (
+        f"Sanity check: {names} stay{'s' if len(flagged) == 1 else ''} close to the trained "
+        "model's maps while its layers are replaced by random ones, the failure Adebayo et al. "
+        "(2018) found for guided backpropagation: such maps show the image's edges more than "
+        "what the model learned, so do not read them as the model's reasons."
+    )
 
 
 def _num(v):

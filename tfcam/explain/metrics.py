@@ -470,15 +470,34 @@ def weighted_layers(model) -> list[str]:
 
 
 def randomize_layers(model, names: Sequence[str], seed: int = 0) -> None:
-    """Randomises the weights of the named layers in place: each weight tensor is replaced by a
-    random permutation of its own values, which keeps each layer's scale and statistics (so
-    activations stay in range) and destroys what training put where."""
+    """Re-initialises the weights of the named layers in place, as Adebayo et al. do: each weight
+    gets a fresh draw from the layer's own initializer (``kernel_initializer`` and the like:
+    what the untrained network started from; batch normalisation back to gamma 1, beta 0, mean 0,
+    variance 1). A weight with no known initializer gets a random permutation of its values."""
+    import keras
+
     rng = np.random.default_rng(seed)
     for name in names:
         layer = model.get_layer(name)
-        layer.set_weights(
-            [rng.permutation(w.ravel()).reshape(w.shape) for w in layer.get_weights()]
-        )
+        new = []
+        for v in layer.weights:
+            short = v.path.rsplit("/", 1)[-1]
+            attr = {
+                "depthwise_kernel": "depthwise_initializer",
+                "pointwise_kernel": "pointwise_initializer",
+            }.get(short, f"{short}_initializer")
+            init = getattr(layer, attr, None)
+            w = np.asarray(v.numpy())
+            if init is not None:
+                init = keras.initializers.get(init)
+                cfg = init.get_config()
+                if "seed" in cfg:
+                    cfg["seed"] = int(rng.integers(2**31 - 1))
+                init = type(init).from_config(cfg)
+                new.append(np.asarray(init(w.shape, dtype=v.dtype)))
+            else:
+                new.append(rng.permutation(w.ravel()).reshape(w.shape))
+        layer.set_weights(new)
 
 
 def cascade_points(names: Sequence[str], steps: int) -> list[int]:

@@ -208,6 +208,8 @@ def write_report(run_dir: str | Path) -> Path:
             "about the model; ↑ higher is better, ↓ lower is better.</p>",
             table.to_html(float_format="%.3f", na_rep=""),
         ]
+        if (res.get("sanity") or {}).get("note"):
+            parts.append(f"<p>{html.escape(res['sanity']['note'])}</p>")
         for key, title in (("curves", "deletion and insertion"), ("sanity", "sanity check")):
             src = res.get("files", {}).get(key)
             if src and Path(src).is_file():
