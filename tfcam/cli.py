@@ -508,6 +508,11 @@ def compare(paths, sort, out_dir, as_json) -> None:
 )
 @click.option("--no-road", is_flag=True, help="Skip ROAD (the slowest metric).")
 @click.option(
+    "--max-n",
+    type=click.IntRange(min=1),
+    help="Score-CAM: only this many channels of highest variance (default: all, slow).",
+)
+@click.option(
     "--sanity-images",
     type=click.IntRange(min=0),
     default=16,
@@ -517,8 +522,8 @@ def compare(paths, sort, out_dir, as_json) -> None:
 @click.option("--out", "out_dir", metavar="DIR", help="Default: RUN_DIR/evaluate_cams.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def evaluate_cams_cmd(
-    run_dir, methods, layer, n_images, split, boxes_csv, step, blur_sigma, no_road, sanity_images,
-    out_dir, as_json,
+    run_dir, methods, layer, n_images, split, boxes_csv, step, blur_sigma, no_road, max_n,
+    sanity_images, out_dir, as_json,
 ) -> None:  # fmt: skip
     """Which heatmap to trust: pointing games, deletion/insertion, ROAD, average drop and a
     randomisation sanity check per method, on the run's own images.
@@ -547,6 +552,7 @@ def evaluate_cams_cmd(
         road=not no_road,
         sanity_images=sanity_images,
         out_dir=out_dir,
+        max_n=max_n,
     )
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if as_json:

@@ -109,6 +109,7 @@ def evaluate_cams(
     sanity_steps: int = 6,
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
+    max_n: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Measures each method (and the two reference maps) on ``n`` images of ``split``.
@@ -127,6 +128,8 @@ def evaluate_cams(
         sanity_steps: Points of the cascade (output layer first, then deeper).
         out_dir: Where to write (default ``RUN/evaluate_cams``).
         batch_size: Images per explanation call.
+        max_n: Score-CAM: only the ``max_n`` channels of highest variance (default: all, as in
+            the paper; 1,280 masked passes per image on MobileNetV2).
         progress: Callable taking a message.
 
     Returns:
@@ -182,6 +185,7 @@ def evaluate_cams(
                 method,
                 layers=list(layers),
                 targets=tgts[i : i + batch_size],
+                max_n=max_n,
             )
             parts.append(np.asarray(e.heatmap, np.float32))
         return np.concatenate(parts)
@@ -229,7 +233,7 @@ def evaluate_cams(
         sanity = _sanity(
             run, source, images[:sanity_images], targets[:sanity_images],
             [m for m in methods if m not in REFERENCES], all_maps, layers, sanity_steps,
-            batch_size, say,
+            batch_size, say, max_n,
         )  # fmt: skip
         for row in rows:
             series = sanity["spearman"].get(row["method"])
@@ -306,8 +310,9 @@ def sanity_sentence(spearman: dict[str, list[float]]) -> str:
     return (
         f"Sanity check: {names} stay{'s' if len(flagged) == 1 else ''} close to the trained "
         "model's maps while its layers are replaced by random ones, the failure Adebayo et al. "
-        "(2018) found for guided backpropagation: such maps show the image's edges more than "
-        "what the model learned, so do not read them as the model's reasons."
+        "(2018) found for guided backpropagation: such maps follow the image (its edges, its "
+        "strongest activations) more than what the model learned, so do not read them as the "
+        "model's reasons."
     )
 
 
@@ -315,7 +320,9 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
-def _sanity(run, source, images, targets, methods, all_maps, layers, steps, batch_size, say):
+def _sanity(
+    run, source, images, targets, methods, all_maps, layers, steps, batch_size, say, max_n=None
+):
     """Cascading randomisation: maps of a copy whose top layers are randomised, step by step,
     compared with the trained model's maps by Spearman rank correlation (mean over images)."""
     import warnings
@@ -343,7 +350,7 @@ def _sanity(run, source, images, targets, methods, all_maps, layers, steps, batc
                 parts = [
                     np.asarray(
                         explain(exp, images[j : j + batch_size], m, layers=list(layers),
-                                targets=targets[j : j + batch_size]).heatmap
+                                targets=targets[j : j + batch_size], max_n=max_n).heatmap
                     )
                     for j in range(0, len(images), batch_size)
                 ]  # fmt: skip
