@@ -295,9 +295,9 @@ def _fit_sweep(
         reason = f"  ({t['reason']})" if t.get("reason") else ""
         click.echo(f"  {t['id']}: {t['status']}{reason}")
     if "compare" in result:
-        from tfcam.report.compare import compare_table
+        import pandas as pd
 
-        table, _ = compare_table([result["path"]])
+        table = pd.read_csv(result["compare"]["files"]["csv"], index_col="run")
         click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
         click.echo(f"Comparison: {result['compare']['files']['html']}")
     tb = Path(result["path"]) / "hparams"

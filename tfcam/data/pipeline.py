@@ -161,19 +161,28 @@ def letterbox(image: tf.Tensor, image_size: int | Sequence[int]) -> tf.Tensor:
     return tf.ensure_shape(out, [h_t, w_t, 3])
 
 
-def stored_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` from the file's header (no decoding); ``(1, 1)`` when unreadable."""
+def _pil_header(path: str) -> tuple[str, tuple[int, int]] | None:
+    """``(format, (width, height))`` from the file's header, or None when Pillow cannot read it.
+    Only the header is read, so Pillow's decompression-bomb guard does not apply."""
     from PIL import Image
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as im:
-            w, h = im.size
-        return h, w
+            return im.format, im.size
     except Exception:
-        return 1, 1
+        return None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def stored_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` from the file's header (no decoding); ``(1, 1)`` when unreadable."""
+    header = _pil_header(path)
+    if header is None:
+        return 1, 1
+    w, h = header[1]
+    return h, w
 
 
 def plan_native_batches(
@@ -390,17 +399,10 @@ def _header_check(path: str) -> str | None:
         return f"cannot read the file ({e.strerror})"
     if size == 0:
         return "empty file (0 bytes)"
-    from PIL import Image
-
-    # Only the header is read here, so Pillow's decompression-bomb guard does not apply.
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as im:
-            fmt, (w, h) = im.format, im.size
-    except Exception:
+    header = _pil_header(path)
+    if header is None:
         return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    fmt, (w, h) = header
     if fmt not in SUPPORTED_FORMATS:
         return f"unsupported image format {fmt}; use JPEG, PNG, BMP, GIF or WebP"
     if fmt not in ("JPEG", "MPO") and w * h > MAX_PIXELS_FULL_DECODE:

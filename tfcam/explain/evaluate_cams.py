@@ -222,7 +222,7 @@ def evaluate_cams(
             row["road_morf"] = float(morf.mean())
             row["road_lerf"] = float(lerf.mean())
             row["road_gap"] = row["road_lerf"] - row["road_morf"]
-        drop, inc = M.drop_and_increase(score, images, maps, targets)
+        drop, inc = M.drop_and_increase(score, images, maps, targets, base=base_probs)
         row["average_drop_pct"] = float(100 * drop.mean())
         row["increase_confidence_pct"] = float(100 * inc.mean())
         row["seconds"] = round(t_maps, 2)

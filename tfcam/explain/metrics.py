@@ -442,19 +442,25 @@ def road(
 
 
 def drop_and_increase(
-    score_fn: ScoreFn, images: np.ndarray, maps: np.ndarray, targets: Sequence[int]
+    score_fn: ScoreFn,
+    images: np.ndarray,
+    maps: np.ndarray,
+    targets: Sequence[int],
+    base: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per image: the relative drop ``max(0, Y - O) / Y`` and whether confidence increased
     (``O > Y``), where ``Y`` is the target's probability on the image and ``O`` on the image
     multiplied by its map (scaled to [0, 1]) (Chattopadhay et al. 2018). Averages over images
-    ×100 give the paper's Average Drop % and Increase in Confidence %."""
+    ×100 give the paper's Average Drop % and Increase in Confidence %. ``base``: the
+    probabilities on the images when already computed (``[N, C]``)."""
     images = np.asarray(images, np.float32)
     m = np.asarray(maps, np.float64)
     lo = m.reshape(len(m), -1).min(axis=1)[:, None, None]
     hi = m.reshape(len(m), -1).max(axis=1)[:, None, None]
     unit = np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
     targets = np.asarray(targets, int)
-    y = np.asarray(score_fn(images))[np.arange(len(images)), targets]
+    probs = np.asarray(score_fn(images) if base is None else base)
+    y = probs[np.arange(len(images)), targets]
     o = np.asarray(score_fn(images * unit[..., None].astype(np.float32)))[
         np.arange(len(images)), targets
     ]

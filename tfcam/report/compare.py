@@ -95,7 +95,8 @@ def _row(path: Path) -> tuple[dict, dict, list[str]]:
 def compare_table(
     paths: list[str | os.PathLike], sort: str = "val_accuracy"
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The comparison table (index: run name) and warnings.
+    """The comparison table (index: run name) and warnings; ``table.attrs["runs"]`` maps each
+    row's name to its run directory.
 
     Raises:
         UserError: Unknown sort key, or bad paths.
@@ -135,6 +136,7 @@ def compare_table(
     elif sort in table:
         table = table.sort_values(sort, ascending=ascending, na_position="last")
     table.index.name = "run"
+    table.attrs["runs"] = dict(zip(names, runs, strict=True))
     return table, warnings
 
 
@@ -154,8 +156,7 @@ def write_compare(
     from tfcam.viz.plots import overlaid_learning_curves, to_png
 
     table, warnings = compare_table(paths, sort)
-    runs = runs_of(paths)
-    names = dict(zip(_unique_names(runs), runs, strict=True))
+    names = table.attrs["runs"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "compare.csv") as tmp:

@@ -252,10 +252,10 @@ def run_sweep(
         if trial.status in ("completed", "failed"):
             log.info("Trial %d/%d %s: %s, skipped", k, len(trials), trial.id, trial.status)
             continue
-        resume_trial = (where / "config.yaml").is_file() and Run(where).state().get(
-            "status"
-        ) not in (None, "completed")
-        if (where / "config.yaml").is_file() and Run(where).state().get("status") == "completed":
+        started = (where / "config.yaml").is_file()
+        run_status = Run(where).state().get("status") if started else None
+        resume_trial = started and run_status not in (None, "completed")
+        if run_status == "completed":
             trial.status = "completed"  # finished, but the sweep was killed before recording it
             save()
             continue
