@@ -213,11 +213,16 @@ def plan_native_batches(
     full = [b for b in batches if len(b) == batch_size]
     rest = np.concatenate([b for b in batches if len(b) < batch_size] or [np.zeros(0, int)])
     tail = [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
-    out = full + [t for t in tail if len(t) >= 2 or (batch_size == 1 and len(t) == 1)]
-    if n == 1 and not out:
-        out = [order]
+    drop_single = native_epoch_size(n, batch_size) < n
+    out = full + [t for t in tail if len(t) and not (drop_single and len(t) == 1)]
     rng.shuffle(out)
     return out
+
+
+def native_epoch_size(n: int, batch_size: int) -> int:
+    """Images in one epoch of :func:`plan_native_batches`: all of them, except a single image
+    left over after the full batches (when there are others to train on)."""
+    return n - 1 if batch_size > 1 and n > 1 and n % batch_size == 1 else n
 
 
 def augment_image(
@@ -348,11 +353,9 @@ def _native_dataset(
 
         spec = tf.TensorSpec([], tf.string)
         sig = (spec, tf.TensorSpec([targets.shape[1]], tf.float32)) if targets is not None else spec
-        n_out = len(files) - (
-            1 if batch_size > 1 and len(files) % batch_size == 1 and len(files) > 1 else 0
-        )
         ds = tf.data.Dataset.from_generator(order, output_signature=sig)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n_out))
+        epoch = native_epoch_size(len(files), batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(epoch))
     else:
         ds = tf.data.Dataset.from_tensor_slices((files, targets) if targets is not None else files)
 

@@ -140,7 +140,7 @@ def evaluate_cams(
     """
     from tfcam.data.pipeline import read_images
     from tfcam.data.sources import read_splits_csv
-    from tfcam.explain.api import explain, from_run
+    from tfcam.explain.api import from_run
     from tfcam.explain.engine import Explainer
     from tfcam.explain.methods import parse_methods
     from tfcam.runs import Run
@@ -177,18 +177,7 @@ def evaluate_cams(
     def maps_for(method: str, exp: Explainer, imgs: np.ndarray, tgts: np.ndarray) -> np.ndarray:
         if method in REFERENCES:
             return reference_maps(method, len(imgs), h, w)
-        parts = []
-        for i in range(0, len(imgs), batch_size):
-            e = explain(
-                exp,
-                imgs[i : i + batch_size],
-                method,
-                layers=list(layers),
-                targets=tgts[i : i + batch_size],
-                max_n=max_n,
-            )
-            parts.append(np.asarray(e.heatmap, np.float32))
-        return np.concatenate(parts)
+        return _heatmaps(exp, imgs, tgts, method, layers, batch_size, max_n)
 
     blurred = M.blur(images, blur_sigma)
     rows, curves, all_maps = [], {}, {}
@@ -320,6 +309,27 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
+def _heatmaps(exp, images, targets, method, layers, batch_size, max_n) -> np.ndarray:
+    """One method's heatmaps ``[N, H, W]``, explained ``batch_size`` images at a time."""
+    from tfcam.explain.api import explain
+
+    parts = [
+        np.asarray(
+            explain(
+                exp,
+                images[i : i + batch_size],
+                method,
+                layers=list(layers),
+                targets=targets[i : i + batch_size],
+                max_n=max_n,
+            ).heatmap,
+            np.float32,
+        )
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
 def _sanity(
     run, source, images, targets, methods, all_maps, layers, steps, batch_size, say, max_n=None
 ):
@@ -327,7 +337,6 @@ def _sanity(
     compared with the trained model's maps by Spearman rank correlation (mean over images)."""
     import warnings
 
-    from tfcam.explain.api import explain
     from tfcam.explain.engine import Explainer
     from tfcam.models.build import load_model
 
@@ -347,14 +356,7 @@ def _sanity(
         for m in methods:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                parts = [
-                    np.asarray(
-                        explain(exp, images[j : j + batch_size], m, layers=list(layers),
-                                targets=targets[j : j + batch_size], max_n=max_n).heatmap
-                    )
-                    for j in range(0, len(images), batch_size)
-                ]  # fmt: skip
-            rnd = np.concatenate(parts)
+                rnd = _heatmaps(exp, images, targets, m, layers, batch_size, max_n)
             trained = all_maps[m][: len(images)]
             series[m].append(
                 float(np.mean([M.spearman(a, b) for a, b in zip(trained, rnd, strict=True)]))
