@@ -11,9 +11,6 @@ This module imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +20,11 @@ import yaml
 
 from tfcam.errors import UserError, choices_message
 from tfcam.paths import experiments_dir
+from tfcam.typed import RawString, coerce_dataclass, field_keys, read_yaml, set_dotted
 
 #: Augmentations that the data pipeline knows, mapped to the probability of applying them.
-# The names of tfcam.data.augment.AUGMENTATIONS (kept here so config checks need no TensorFlow).
+# The home of these names: tfcam.data.augment.AUGMENTATIONS holds one function per name, in this
+# order (tests/test_augment.py ties the two), and config checks need no TensorFlow.
 AUGMENTATIONS = (
     "hflip",
     "vflip",
@@ -164,7 +163,7 @@ def list_experiments() -> dict[str, str]:
     """Returns ``{name: one-line description}`` for every bundled experiment, sorted by name."""
     out = {}
     for path in sorted(experiments_dir().glob("*.yaml")):
-        raw = _read_yaml(path)
+        raw = read_yaml(path)
         desc = str(raw.get("description", "")).strip().splitlines()
         out[path.stem] = desc[0] if desc else ""
     return out
@@ -191,24 +190,102 @@ def load_experiment(
     name_or_path: str | Path,
     overrides: Iterable[str] = (),
     *,
+    data_dir: str | Path | None = None,
+    weights: str | Path | None = None,
     extra: Mapping[str, Any] | None = None,
+    check_paths: bool = False,
 ) -> ExperimentConfig:
     """Loads an experiment by name (bundled) or path, applies overrides and checks every field.
 
     Args:
         name_or_path: ``"shapes"`` or ``"path/to/file.yaml"``.
         overrides: ``"section.key=value"`` strings, as given to ``--set``; applied in order.
-        extra: Dotted keys with already-typed values applied after ``overrides``
-            (the CLI's ``--data-dir`` and ``--weights``).
+        data_dir: The image folder (``--data-dir``): overrides ``data.data_dir``, made absolute
+            when it exists so that a resumed run finds it from anywhere.
+        weights: ``imagenet``, ``none`` or a weights file (``--weights``): overrides
+            ``model.weights``; a file is made absolute.
+        extra: Dotted keys with already-typed values applied after ``overrides``.
+        check_paths: Also check what lies on disk: the data folder (or a download address) and
+            a weights file. Commands do this before anything is written or TensorFlow loads.
 
     Returns:
         The validated configuration.
 
     Raises:
-        UserError: Unknown experiment, key or value.
+        UserError: Unknown experiment, key or value; with ``check_paths``, a missing folder or
+            weights file.
     """
+    extra = dict(extra or {})
+    if data_dir is not None:
+        extra["data.data_dir"] = absolute_path(data_dir)
+    if weights is not None:
+        extra["model.weights"] = (
+            str(weights) if str(weights) in ("imagenet", "none") else absolute_path(weights)
+        )
+    cfg = _load(name_or_path, overrides, extra)
+    if check_paths:
+        check_data_config(cfg.data, cfg.name)
+        w = cfg.model.weights
+        if w not in ("imagenet", "none") and not Path(w).is_file():
+            raise UserError(
+                f"Weights file not found: '{w}'. Use --weights imagenet, none or an existing file"
+            )
+    return cfg
+
+
+def absolute_path(value: str | Path) -> str:
+    """An existing path made absolute (so a resumed run finds it from anywhere); else as given."""
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.exists() else str(value)
+
+
+def check_data_config(cfg: DataConfig, experiment: str | None = None) -> None:
+    """Cheap checks of the data section before anything is written or TensorFlow is loaded.
+
+    Raises:
+        UserError: A source that needs a folder has neither ``--data-dir`` nor a download
+            address, or the folder does not exist.
+    """
+    if cfg.source == "shapes":
+        return
+    if cfg.data_dir:
+        if not Path(cfg.data_dir).expanduser().is_dir():
+            what = cfg.layout or "class-named subfolders of images"
+            raise UserError(f"Data folder not found: '{cfg.data_dir}'. Expected {what}")
+        return
+    if cfg.url:
+        return
+    what = (
+        cfg.layout or "class-named subfolders of images, optionally inside train/, val/ and test/"
+    )
+    if experiment and experiment != "folder":
+        raise UserError(
+            f"The '{experiment}' experiment has no public download: give --data-dir DIR ({what}), "
+            "or --set data.url=URL of an archive with that layout"
+        )
+    raise UserError(f"The '{cfg.source}' source needs --data-dir DIR ({what})")
+
+
+def parse_checksum(checksum: str | None) -> tuple[str, str] | None:
+    """``"md5:abc…"`` or ``"sha256:abc…"`` → ``(algorithm, hex)``; None for no check.
+
+    Raises:
+        UserError: Another form.
+    """
+    if not checksum:
+        return None
+    algo, _, hexdigest = checksum.partition(":")
+    algo = algo.strip().lower()
+    if algo not in ("md5", "sha1", "sha256") or not hexdigest.strip():
+        raise UserError(
+            f"Bad data.checksum '{checksum}'. Use md5:<hex>, sha1:<hex> or sha256:<hex>"
+        )
+    return algo, hexdigest.strip().lower()
+
+
+def _load(name_or_path, overrides, extra) -> ExperimentConfig:
     path = resolve_experiment_path(str(name_or_path))
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     raw.setdefault("name", path.stem)
     parsed = [parse_override(item) for item in overrides]
     keys = [k for k, _ in parsed]
@@ -220,15 +297,15 @@ def load_experiment(
         if isinstance(model, dict):
             model.pop("options", None)
     for key, value in parsed:
-        _set_dotted(raw, key, _RawString(value))
-    for key, value in (extra or {}).items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, RawString(value))
+    for key, value in extra.items():
+        set_dotted(raw, key, value)
     return from_dict(raw)
 
 
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Builds and validates an :class:`ExperimentConfig` from nested mappings."""
-    cfg = _coerce_dataclass(ExperimentConfig, raw, "")
+    cfg = coerce_dataclass(ExperimentConfig, raw, "")
     validate(cfg)
     return cfg
 
@@ -256,7 +333,7 @@ def replace(cfg: ExperimentConfig, **dotted: Any) -> ExperimentConfig:
     """Returns a copy with dotted keys changed (``replace(cfg, **{"train.epochs": 2})``), validated."""
     raw = to_dict(cfg)
     for key, value in dotted.items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return from_dict(raw)
 
 
@@ -275,14 +352,7 @@ def parse_override(item: str) -> tuple[str, str]:
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
     """Every settable dotted key, e.g. ``["name", "description", "data.source", …]``."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        hint = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            keys.extend(valid_keys(hint, f"{prefix}{f.name}."))
-        else:
-            keys.append(f"{prefix}{f.name}")
-    return keys
+    return field_keys(cls, prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,8 +383,6 @@ def validate(cfg: ExperimentConfig) -> None:
             "an http://, https:// or file:// address",
         )
     if d.checksum:
-        from tfcam.data.download import parse_checksum
-
         parse_checksum(d.checksum)
     need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "no repeats")
     need(not d.classes or len(d.classes) >= 2, "data.classes", list(d.classes), "at least two")
@@ -416,181 +484,3 @@ def validate(cfg: ExperimentConfig) -> None:
         raise UserError(
             "Set only one of train.fine_tune.unfreeze_from and train.fine_tune.unfreeze_top"
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Internals: typed coercion
-
-
-class _RawString(str):
-    """A value typed on the command line: parsed according to the field's type."""
-
-
-_NONE_WORDS = ("null", "~", "")
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"Cannot read experiment file '{path}': {first}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"Experiment file '{path}' must hold a mapping at the top level")
-    return raw
-
-
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-_HINT_CACHE: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINT_CACHE:
-        _HINT_CACHE[cls] = typing.get_type_hints(cls)
-    return _HINT_CACHE[cls]
-
-
-def _coerce_dataclass(cls: type, raw: Any, prefix: str) -> Any:
-    if isinstance(raw, _RawString):
-        raw = _parse_raw(raw, f"{prefix.rstrip('.')}")
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise UserError(
-            f"Invalid value for {prefix.rstrip('.') or 'the experiment'}: {raw!r} (expected a mapping)"
-        )
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            where = f" under '{prefix.rstrip('.')}'" if prefix else ""
-            valid = valid_keys(cls, prefix)
-            close = difflib.get_close_matches(f"{prefix}{key}", valid, n=1, cutoff=0.6)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise UserError(
-                f"Unknown config key '{prefix}{key}'{where}.{hint} Valid keys: {', '.join(valid)}"
-            )
-        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _parse_raw(text: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(str(text))
-    except yaml.YAMLError:
-        raise UserError(f"Invalid value for {key}: '{text}' (not valid YAML)") from None
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    bad = UserError(f"Invalid value for {key}: {value!r} (expected {_describe(tp)})")
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _coerce_dataclass(tp, value, f"{key}.")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed:
-            return allowed[allowed.index(value)]  # the plain value, not a command-line string
-        raise UserError(
-            f"Invalid value for {key}: {value!r}. Choose from: {', '.join(map(str, allowed))}"
-        )
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if type(None) in args:
-            if value is None or (isinstance(value, _RawString) and value.lower() in _NONE_WORDS):
-                return None
-            rest = [a for a in args if a is not type(None)]
-            return _coerce(value, rest[0], key) if len(rest) == 1 else value
-        raise bad
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            if value.lower() in _TRUE_WORDS:
-                return True
-            if value.lower() in _FALSE_WORDS:
-                return False
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if origin is tuple:
-        (item_tp, *_rest) = typing.get_args(tp)
-        if isinstance(value, _RawString):
-            parsed = _parse_raw(value, key)
-            value = (
-                parsed
-                if isinstance(parsed, list)
-                else [v.strip() for v in value.split(",") if v.strip()]
-            )
-        if isinstance(value, (list, tuple)):
-            return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-        raise bad
-    if origin is dict:
-        _key_tp, val_tp = typing.get_args(tp)
-        if isinstance(value, _RawString):
-            value = _parse_raw(value, key)
-        if value is None:
-            return {}
-        if isinstance(value, Mapping):
-            out = {}
-            for k, v in value.items():
-                if isinstance(v, _RawString) and val_tp is Any:
-                    v = _parse_raw(v, f"{key}.{k}")
-                out[str(k)] = v if val_tp is Any else _coerce(v, val_tp, f"{key}.{k}")
-            return out
-        raise bad
-    if tp is Any:
-        return _parse_raw(value, key) if isinstance(value, _RawString) else value
-    raise TypeError(f"config field {key}: unsupported type {tp!r}")

@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tfcam.config import parse_checksum
 from tfcam.errors import UserError
 from tfcam.paths import cache_dir
 
@@ -55,23 +56,6 @@ def _digest(path: Path, algorithm: str) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def parse_checksum(checksum: str | None) -> tuple[str, str] | None:
-    """``"md5:abc…"`` or ``"sha256:abc…"`` → ``(algorithm, hex)``; None for no check.
-
-    Raises:
-        UserError: Another form.
-    """
-    if not checksum:
-        return None
-    algo, _, hexdigest = checksum.partition(":")
-    algo = algo.strip().lower()
-    if algo not in ("md5", "sha1", "sha256") or not hexdigest.strip():
-        raise UserError(
-            f"Bad data.checksum '{checksum}'. Use md5:<hex>, sha1:<hex> or sha256:<hex>"
-        )
-    return algo, hexdigest.strip().lower()
 
 
 def download(

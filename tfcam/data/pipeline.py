@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from tfcam.data.augment import apply
 from tfcam.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -230,8 +231,6 @@ def augment_image(
 ) -> tf.Tensor:
     """Applies each augmentation with its probability (``{"hflip": 0.5}``); see
     :mod:`tfcam.data.augment` for the names."""
-    from tfcam.data.augment import apply
-
     return apply(image, augment)
 
 

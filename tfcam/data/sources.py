@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfcam.config import DataConfig
+from tfcam.config import DataConfig, check_data_config
 from tfcam.data import shapes as shapes_mod
 from tfcam.errors import UserError
 from tfcam.paths import cache_dir
@@ -99,33 +99,6 @@ def read_splits_csv(path: Path, class_names: list[str]) -> Splits:
     with open(path, newline="") as f:
         rows = [(r["split"], r["path"], r["label"]) for r in csv.DictReader(f)]
     return Splits.from_rows(rows, class_names)
-
-
-def check_data_config(cfg: DataConfig, experiment: str | None = None) -> None:
-    """Cheap checks of the data section before anything is written or TensorFlow is loaded.
-
-    Raises:
-        UserError: A source that needs a folder has neither ``--data-dir`` nor a download
-            address, or the folder does not exist.
-    """
-    if cfg.source == "shapes":
-        return
-    if cfg.data_dir:
-        if not Path(cfg.data_dir).expanduser().is_dir():
-            what = cfg.layout or "class-named subfolders of images"
-            raise UserError(f"Data folder not found: '{cfg.data_dir}'. Expected {what}")
-        return
-    if cfg.url:
-        return
-    what = (
-        cfg.layout or "class-named subfolders of images, optionally inside train/, val/ and test/"
-    )
-    if experiment and experiment != "folder":
-        raise UserError(
-            f"The '{experiment}' experiment has no public download: give --data-dir DIR ({what}), "
-            "or --set data.url=URL of an archive with that layout"
-        )
-    raise UserError(f"The '{cfg.source}' source needs --data-dir DIR ({what})")
 
 
 def dataset_root(cfg: DataConfig, *, progress=None) -> Path:

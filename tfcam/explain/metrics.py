@@ -191,12 +191,12 @@ def model_score_fn(model, batch_size: int = 64) -> ScoreFn:
     """Class probabilities of a Keras classifier as a score function (one compiled forward).
 
     The forward pass runs on a copy with batch normalisation folded into the convolutions
-    (:func:`tfcam.models.fold.fold_batchnorm`: the same outputs up to float rounding, about 1.7×
+    (:func:`tfcam.models.graph.fold_batchnorm`: the same outputs up to float rounding, about 1.7×
     faster on MobileNetV2), as these metrics call the model thousands of times.
     """
     import tensorflow as tf
 
-    from tfcam.models.fold import fold_batchnorm
+    from tfcam.models.graph import fold_batchnorm
 
     try:
         model = fold_batchnorm(model)

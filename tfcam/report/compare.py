@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from tfcam.errors import UserError
 from tfcam.io import atomic_path, read_json, write_json, write_text
-from tfcam.runs import Run, read_history
+from tfcam.runs import Run, default_run_dir, read_history
 
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "seconds")
 SORT_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds")
@@ -145,6 +146,14 @@ def _unique_names(runs: list[Path]) -> list[str]:
     if len(set(names)) == len(names):
         return names
     return [str(p) for p in runs]
+
+
+def default_compare_dir(paths: Sequence[str | os.PathLike]) -> Path:
+    """Where ``tfcam compare`` writes by default: ``SWEEP_DIR/compare`` for one sweep folder,
+    else ``runs/compare-<time>``."""
+    if len(paths) == 1 and (Path(paths[0]) / "sweep.json").is_file():
+        return Path(paths[0]) / "compare"
+    return Path(default_run_dir("compare"))
 
 
 def write_compare(

@@ -45,7 +45,7 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     """``image → pooled backbone features``, for inference only: a copy of the classifier up to
     the pooling layer with batch normalisation folded into the convolutions (same values up to
     float rounding, a cheaper pass)."""
-    from tfcam.models.fold import fold_batchnorm
+    from tfcam.models.graph import fold_batchnorm
 
     pool, _ = head_layers(model)
     return fold_batchnorm(model, [pool.name])

@@ -18,11 +18,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcam.config import ExperimentConfig
+from tfcam.config import ExperimentConfig, check_data_config
 from tfcam.data.pipeline import make_dataset, scan_files
 from tfcam.data.sources import (
     Splits,
-    check_data_config,
     load_splits,
     read_splits_csv,
     write_splits_csv,
@@ -111,6 +110,8 @@ def fit(
     result.seconds = time.perf_counter() - t0
     run.update_state(status="completed", seconds=round(result.seconds, 1))
     if report and placement.is_chief:
+        from tfcam.explain.report_figures import build_report
+
         path = build_report(run.path)
         log.info("Report: %s", path)
     return result
@@ -214,23 +215,6 @@ def _tensorboard_panels(
         cams=k > 0,
         enabled=enabled,
     )
-
-
-def build_report(run_dir) -> Path:
-    """Draws the model figures, then writes the page. A failure in the figures (an odd model)
-    leaves a report without them rather than no report."""
-    from tfcam.explain.report_figures import build_report_figures
-    from tfcam.report.html import write_report
-
-    try:
-        build_report_figures(run_dir)
-    except Exception as e:  # the page is still worth having
-        log.warning(
-            "Report figures failed (%s: %s); writing the report without them",
-            type(e).__name__,
-            str(e).splitlines()[0][:200] if str(e) else "",
-        )
-    return write_report(run_dir)
 
 
 def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:

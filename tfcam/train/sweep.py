@@ -120,13 +120,17 @@ def build_configs(experiment, data_dir, weights, overrides, trials) -> list:
     Raises:
         UserError: Naming the trial's field and value.
     """
-    from tfcam.cli import _experiment_config
+    from tfcam.config import load_experiment
 
     configs = []
     for t in trials:
         sets = [*overrides, *(f"{k}={v}" for k, v in t.assignments.items())]
         try:
-            configs.append(_experiment_config(experiment, data_dir, weights, sets))
+            configs.append(
+                load_experiment(
+                    experiment, sets, data_dir=data_dir, weights=weights, check_paths=True
+                )
+            )
         except UserError as e:
             given = ", ".join(f"{k}={v}" for k, v in t.assignments.items())
             raise UserError(f"Sweep trial {t.id} ({given}): {e}") from None
@@ -205,6 +209,12 @@ def run_sweep(
         trials = sweep.trials(spec)
         configs = build_configs(experiment, data_dir, weights, overrides, trials)
     else:
+        from tfcam.config import absolute_path
+
+        # Stored in sweep.json for --resume, so made absolute (a resume may start elsewhere).
+        data_dir = absolute_path(data_dir) if data_dir else None
+        if weights and weights not in ("imagenet", "none"):
+            weights = absolute_path(weights)
         grid = parse_sweeps(list(sweeps))
         trials = plan(grid)
         configs = build_configs(experiment, data_dir, weights, list(overrides), trials)

@@ -1,5 +1,6 @@
-"""Graph surgery on Keras functional models: walking a graph with custom values, and folding
-batch normalisation into the convolutions before it for faster inference passes."""
+"""Graph helpers for Keras functional models: walking a graph with custom values, inlining nested
+sub-models so every layer is reachable by name, and folding batch normalisation into the
+convolutions before it for faster inference passes. The user's model is never modified."""
 
 from __future__ import annotations
 
@@ -36,6 +37,80 @@ def _nested_or(fn: Callable) -> Callable:
         return fn(op)
 
     return choose
+
+
+def outputs_of(layer) -> list:
+    """The output tensors of a layer (empty when it has none yet, e.g. never called)."""
+    try:
+        out = layer.output
+    except (AttributeError, ValueError):
+        return []
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def is_nested(model: keras.Model) -> bool:
+    """Whether the model holds a sub-model as a layer (a backbone inside a classifier)."""
+    return any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def flatten_model(model: keras.Model) -> keras.Model:
+    """An equivalent model in which nested sub-models (a backbone inside a classifier, the usual
+    ``Sequential([base, pooling, dense])``) are inlined, so every inner layer is reachable by name.
+
+    The user's model is not touched: layers are re-created from their configs and their weights
+    copied. Explaining an inner layer of a nested model is where peer tools fail with "Graph
+    disconnected"; here it is an ordinary layer. A model without nesting is returned as is.
+    """
+    if not is_nested(model):
+        return model
+    taken: set[str] = set()
+
+    def clone(layer):
+        name = layer.name
+        if name in taken:
+            i = 2
+            while f"{name}_{i}" in taken:
+                i += 1
+            name = f"{name}_{i}"
+        taken.add(name)
+        cfg = layer.get_config()
+        cfg["name"] = name
+        return layer.__class__.from_config(cfg)
+
+    copies: list[tuple] = []
+
+    def run(m, x):
+        if isinstance(m, keras.Sequential):
+            for layer in m.layers:
+                x = apply(layer, x)
+            return x
+        if isinstance(m, keras.Model):
+            return m._run_through_graph(
+                x, operation_fn=lambda op: lambda *a, **k: apply(op, *a, **k)
+            )
+        raise TypeError(type(m))
+
+    def apply(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.InputLayer):
+            return args[0]
+        if isinstance(layer, keras.Model):
+            return run(layer, args[0] if len(args) == 1 else list(args))
+        new = clone(layer)
+        kwargs.pop("training", None)
+        out = new(*args, **kwargs)
+        copies.append((layer, new))
+        return out
+
+    src = model.inputs[0]
+    inp = keras.Input(
+        shape=src.shape[1:], dtype=src.dtype, name=getattr(src, "name", None) or "image"
+    )
+    out = run(model, inp)
+    flat = keras.Model(inp, out, name=f"{model.name}")
+    for old, new in copies:
+        if old.weights:
+            new.set_weights(old.get_weights())
+    return flat
 
 
 def _foldable_pairs(model: keras.Model) -> dict[str, str]:
