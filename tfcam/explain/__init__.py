@@ -11,7 +11,10 @@ _LAZY = {
     "Explainer": "tfcam.explain.engine",
     "Explanation": "tfcam.explain.engine",
     "explain": "tfcam.explain.api",
-    "explain_files": "tfcam.explain.api",
+    "cam": "tfcam.explain.api",
+    "gradcam": "tfcam.explain.api",
+    "saliency": "tfcam.explain.api",
+    "explain_files": "tfcam.explain.files",
     "feature_maps": "tfcam.explain.features",
 }
 

@@ -1,33 +1,24 @@
-"""Explaining image files with a run's model or any ``.keras`` classifier: what ``tfcam explain`` does.
+"""The Python entry points: any method on a batch of arrays, and one-call shortcuts.
 
-For every image and method it writes three PNGs into ``OUT/<image stem>/``:
-``<method>[-<layer>]_overlay.png`` (colormap over the image), ``…_heatmap.png`` (the bare map,
-8-bit grey at the model's input size) and ``…_panel.png`` (image, map and overlay side by side).
+``explain(explainer, images, method)`` runs any row of :data:`tfcam.explain.methods.TABLE`;
+``cam``, ``gradcam`` and ``saliency`` take a Keras model directly and reuse its cached
+:class:`~tfcam.explain.engine.Explainer` (graphs and compiled functions built once). Files in
+and pictures out are :mod:`tfcam.explain.files`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import keras
 import numpy as np
 
-from tfcam.data.pipeline import read_images
-from tfcam.errors import UserError
+from tfcam.errors import UserError, choices_message
 from tfcam.explain.cams import explain_cam
-from tfcam.explain.engine import Explainer, Explanation
+from tfcam.explain.engine import Explainer, Explanation, explainer_for
 from tfcam.explain.gradients import explain_gradients
-from tfcam.explain.inputs import list_inputs
-from tfcam.explain.methods import CAM_METHODS, METHODS
-from tfcam.io import atomic_path
+from tfcam.explain.methods import CAM, GRADIENT_CAM, METHODS, TABLE
 
-log = logging.getLogger("tfcam")
+_CAM_OPTIONS = ("layers", "targets", "eigen_smooth", "aug_smooth", "max_n", "chunk")
+_GRADIENT_OPTIONS = ("targets", "samples", "noise", "steps", "baseline", "layers", "seed")
 
 
 def explain(explainer: Explainer, images: np.ndarray, method: str, **options) -> Explanation:
@@ -35,297 +26,43 @@ def explain(explainer: Explainer, images: np.ndarray, method: str, **options) ->
 
     Options not used by the method are ignored, so one option set serves a list of methods.
     """
-    if method in CAM_METHODS:
-        keys = ("layers", "targets", "eigen_smooth", "aug_smooth", "max_n", "chunk")
-        return explain_cam(
-            explainer, images, method, **{k: v for k, v in options.items() if k in keys}
-        )
-    if method in METHODS:
-        keys = ("targets", "samples", "noise", "steps", "baseline", "layers", "seed")
-        opts = {k: v for k, v in options.items() if k in keys}
-        if isinstance(opts.get("layers"), (list, tuple)) and opts["layers"]:
-            opts["layers"] = opts["layers"][0]
-        return explain_gradients(explainer, images, method, **opts)
-    from tfcam.errors import choices_message
-
-    raise UserError(choices_message("method", method, METHODS))
+    if method not in TABLE:
+        raise UserError(choices_message("method", method, METHODS))
+    if TABLE[method].kind in (GRADIENT_CAM, CAM):
+        opts = {k: v for k, v in options.items() if k in _CAM_OPTIONS}
+        return explain_cam(explainer, images, method, **opts)
+    opts = {k: v for k, v in options.items() if k in _GRADIENT_OPTIONS}
+    if isinstance(opts.get("layers"), (list, tuple)) and opts["layers"]:
+        opts["layers"] = opts["layers"][0]
+    return explain_gradients(explainer, images, method, **opts)
 
 
-def load_class_names(path: str | os.PathLike | None, n_classes: int) -> list[str]:
-    """Class names from a JSON list, or from a Keras ImageNet-style index ``{"0": [id, name]}``."""
-    if path is None:
-        return [str(i) for i in range(n_classes)]
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"Cannot read class names from '{path}': {e}") from None
-    if isinstance(data, dict):
-        data = [
-            data[str(i)][-1] if isinstance(data[str(i)], list) else data[str(i)]
-            for i in range(len(data))
-        ]
-    if len(data) != n_classes:
-        raise UserError(
-            f"'{path}' has {len(data)} class names but the model has {n_classes} classes"
-        )
-    return [str(x) for x in data]
-
-
-@dataclass
-class ModelSource:
-    """A model to explain with the facts needed to feed it."""
-
-    model: keras.Model
-    class_names: list[str]
-    image_size: tuple[int, int]
-    resize: str = "stretch"
-    default_out: Path = Path("explanations")
-    early_layer: str | None = None
-
-
-def from_run(run_dir: str | os.PathLike) -> ModelSource:
-    from tfcam.models.build import load_model
-    from tfcam.runs import Run
-
-    run = Run(run_dir).require_model()
-    cfg = run.config()
-    model = load_model(run.model_path)
-    size = (cfg.data.image_size, cfg.data.image_size)
-    from tfcam.models.registry import BACKBONES
-
-    bb = BACKBONES.get(cfg.model.backbone)
-    return ModelSource(
-        model,
-        run.class_names(),
-        size,
-        cfg.data.resize,
-        run.path / "explanations",
-        bb.early_layer if bb else None,
-    )
-
-
-def from_model_file(path: str | os.PathLike, class_names_file=None) -> ModelSource:
-    from tfcam.models.build import load_model
-
-    model = load_model(path)
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise UserError(
-            f"Model '{path}' must take fixed-size images [N, H, W, 3]; its input is {tuple(shape)}"
-        )
-    width = int(model.outputs[0].shape[-1])
-    names = load_class_names(class_names_file, 2 if width == 1 else width)
-    return ModelSource(model, names, (int(shape[1]), int(shape[2])))
-
-
-def _save_png(path: Path, rgb_or_grey: np.ndarray) -> None:
-    import cv2
-
-    arr = rgb_or_grey if rgb_or_grey.ndim == 2 else cv2.cvtColor(rgb_or_grey, cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), arr):
-            raise OSError(f"could not write {path}")
-
-
-def explain_files(
-    source: ModelSource,
-    inputs: Sequence[str | os.PathLike],
-    methods: Sequence[str],
+def cam(
+    model: keras.Model,
+    images,
+    method: str = "gradcam",
     *,
-    out_dir: str | os.PathLike | None = None,
-    layers: Sequence[str] | None = None,
-    target: str | None = None,
-    alpha: float = 0.4,
-    score: str = "logit",
-    batch_size: int = 16,
-    options: dict[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Explains image files and writes overlays, heatmaps and panels.
+    layer: str | None = None,
+    target=None,
+    **options,
+) -> np.ndarray:
+    """Functional shortcut: heatmaps ``[N, H, W]`` in [0, 1] of one layer with one method.
 
-    Args:
-        source: The model and how to feed it (:func:`from_run` or :func:`from_model_file`).
-        inputs: Image files and folders.
-        methods: Method names.
-        out_dir: Output folder (default: the source's ``explanations/``).
-        layers: Layer names for CAM methods (default from the registry); several give one
-            output set per layer.
-        target: A class name or index for every image (default: each image's predicted class).
-        alpha: Heatmap weight in the overlays.
-        score: ``logit`` or ``probability``.
-        batch_size: Images loaded and explained at a time.
-        options: Method options (``max_n``, ``samples``, ``steps``, ``aug_smooth`` …).
-        progress: Called with the number of images done after each batch.
-
-    Returns:
-        One record per image: predicted class, its probability, the explained target and score,
-        and the written paths per method.
+    The model's explainer (graphs and compiled functions) is built on first use and reused.
     """
-    from tfcam.viz.overlay import colorize, gradient_image, overlay, panel, to_uint8
-    from tfcam.viz.plots import to_png
-
-    files = list_inputs(inputs)
-    out_dir = Path(out_dir) if out_dir is not None else source.default_out
-    explainer = Explainer(
-        source.model,
-        class_names=source.class_names,
-        score=score,
-        batch_size=batch_size,
-        input_size=source.image_size,
+    explanation = explain_cam(
+        explainer_for(model), images, method, layers=layer, targets=target, **options
     )
-    layer_names = explainer.resolve_layers(list(layers) if layers else None)
-    if target is not None:
-        explainer.resolve_targets(target, 1)  # fail early on an unknown class
-    options = dict(options or {})
-    stems: dict[str, int] = {}
-    records = []
-    skipped = []
-    for start in range(0, len(files), batch_size):
-        chunk, images = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                images.append(read_images([str(f)], source.image_size, source.resize)[0])
-                chunk.append(f)
-            except UserError as e:
-                skipped.append(f"{f.name} ({str(e).split(': ', 1)[-1]})")
-        if not chunk:
-            if progress:
-                progress(len(files[start : start + batch_size]))
-            continue
-        x = np.stack(images)
-        folders = []
-        for f in chunk:
-            n = stems.get(f.stem, 0)
-            stems[f.stem] = n + 1
-            folders.append(out_dir / (f.stem if n == 0 else f"{f.stem}-{n + 1}"))
-        batch_records = [{"image": str(f), "outputs": {}} for f in chunk]
-        for method in methods:
-            method_layers = layer_names if method in CAM_METHODS else layer_names[:1]
-            e = explain(explainer, x, method, layers=method_layers, targets=target, **options)
-            for name, heat in e.heatmaps.items():
-                suffix = f"{method}-{name}" if len(e.heatmaps) > 1 else method
-                for i, rec in enumerate(batch_records):
-                    folder = folders[i]
-                    img = to_uint8(x[i])
-                    over = overlay(img, heat[i], alpha=alpha)
-                    grey = to_uint8(heat[i] * 255)
-                    paths = {
-                        k: folder / f"{suffix}_{k}.png" for k in ("overlay", "heatmap", "panel")
-                    }
-                    _save_png(paths["overlay"], over)
-                    _save_png(paths["heatmap"], grey)
-                    middle = (
-                        gradient_image(e.raw[name][i])
-                        if e.raw[name].ndim == 4
-                        else colorize(heat[i])
-                    )
-                    t = int(e.targets[i])
-                    title = f"{method}" + (f" @ {name}" if name != method else "")
-                    fig = panel(
-                        [img, middle, over],
-                        ["image", title, "overlay"],
-                        suptitle=f"{Path(rec['image']).name}: target {explainer_name(explainer, t)}",
-                    )
-                    with atomic_path(paths["panel"]) as tmp:
-                        tmp.write_bytes(to_png(fig, dpi=80))
-                    rec["outputs"][suffix] = {k: str(v) for k, v in paths.items()}
-            if len(e.heatmaps) > 1:  # one figure per image: the method at every layer
-                for i, rec in enumerate(batch_records):
-                    img = to_uint8(x[i])
-                    names = list(e.heatmaps)
-                    fig = panel(
-                        [img] + [overlay(img, e.heatmaps[n][i], alpha=alpha) for n in names],
-                        ["image", *names],
-                        suptitle=f"{Path(rec['image']).name}: {method}, target "
-                        f"{explainer_name(explainer, int(e.targets[i]))}",
-                        tile_inches=2.4,
-                    )
-                    path = folders[i] / f"{method}_layers.png"
-                    with atomic_path(path) as tmp:
-                        tmp.write_bytes(to_png(fig, dpi=80))
-                    rec.setdefault("galleries", {})[method] = str(path)
-            for i, rec in enumerate(batch_records):
-                p = e.probabilities[i]
-                rec.update(
-                    {
-                        "predicted": explainer_name(explainer, int(p.argmax())),
-                        "probability": float(p.max()),
-                        "target": explainer_name(explainer, int(e.targets[i])),
-                        "score": float(e.scores[i]),
-                    }
-                )
-        records.extend(batch_records)
-        if progress:
-            progress(len(files[start : start + batch_size]))
-    if skipped:
-        log.warning("Skipped %d unreadable input(s): %s", len(skipped), "; ".join(skipped[:20]))
-    if not records:
-        raise UserError("None of the inputs could be read as an image")
-    return records
+    return explanation.heatmap
 
 
-def explainer_name(explainer: Explainer, index: int) -> str:
-    names = explainer.class_names
-    return names[index] if names and 0 <= index < len(names) else str(index)
+def gradcam(
+    model: keras.Model, images, *, layer: str | None = None, target=None, **options
+) -> np.ndarray:
+    """Grad-CAM heatmaps ``[N, H, W]`` in [0, 1] (Selvaraju et al., ICCV 2017)."""
+    return cam(model, images, "gradcam", layer=layer, target=target, **options)
 
 
-def write_feature_maps(
-    source: ModelSource,
-    inputs: Sequence[str | os.PathLike],
-    *,
-    layers: Sequence[str] | None = None,
-    count: int = 16,
-    order: str = "first",
-    out_dir: str | os.PathLike | None = None,
-) -> list[dict[str, Any]]:
-    """Feature-map grids: ``OUT/<image>/features-<layer>.png`` per image and layer.
-
-    Args:
-        source: The model and how to feed it.
-        inputs: Image files and folders.
-        layers: Layers (default: the backbone's early layer, else the first spatial layer).
-        count: Channels per grid.
-        order: ``first`` channels or the ``most_active`` (highest mean activation) first.
-        out_dir: Output folder (default: the source's ``explanations/``).
-
-    Returns:
-        One record per image: ``{"image", "outputs": {layer: path}, "channels": {layer: [...]}}``.
-    """
-    from tfcam.explain.features import CHANNEL_ORDERS, feature_maps, select_channels
-    from tfcam.viz.overlay import feature_grid
-    from tfcam.viz.plots import to_png
-
-    if order not in CHANNEL_ORDERS:
-        raise UserError(
-            f"Unknown channel order '{order}'. Choose from: {', '.join(CHANNEL_ORDERS)}"
-        )
-    files = list_inputs(inputs)
-    out_dir = Path(out_dir) if out_dir is not None else source.default_out
-    explainer = Explainer(
-        source.model, class_names=source.class_names, input_size=source.image_size
-    )
-    if not layers:
-        from tfcam.explain.engine import spatial_layers
-
-        early = getattr(source, "early_layer", None)
-        names = spatial_layers(explainer.model)
-        layers = [early if early in names else names[min(1, len(names) - 1)]]
-    layer_names = explainer.resolve_layers(list(layers))
-    records = []
-    for start in range(0, len(files), 16):
-        chunk = files[start : start + 16]
-        x = read_images([str(f) for f in chunk], source.image_size, source.resize)
-        maps = feature_maps(explainer, x, layer_names)
-        for i, f in enumerate(chunk):
-            rec: dict[str, Any] = {"image": str(f), "outputs": {}, "channels": {}}
-            for name in layer_names:
-                a = maps[name][i]
-                channels = select_channels(a, count, order)
-                fig = feature_grid(a, channels, title=f"{f.name}: {name} ({order} channels)")
-                path = out_dir / f.stem / f"features-{name}.png"
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(to_png(fig, dpi=80))
-                rec["outputs"][name] = str(path)
-                rec["channels"][name] = [int(c) for c in channels]
-            records.append(rec)
-    return records
+def saliency(model: keras.Model, images, *, target=None) -> np.ndarray:
+    """Saliency heatmaps ``[N, H, W]`` in [0, 1] (Simonyan et al. 2014)."""
+    return explain_gradients(explainer_for(model), images, "saliency", targets=target).heatmap

@@ -1,20 +1,10 @@
 """Class activation maps: the Grad-CAM family on one engine.
 
-Every method turns the activations ``A`` of a layer (``[N, h, w, C]``) into a map ``[N, h, w]``:
+Every method turns the activations ``A`` of a layer (``[N, h, w, C]``) into a map ``[N, h, w]``.
+The gradient-weighted CAMs (Grad-CAM, Grad-CAM++, XGrad-CAM, HiRes-CAM, Layer-CAM) are one
+weighting rule each in :mod:`tfcam.explain.methods` and share one compiled pass here. The CAMs
+with passes of their own are registered below with :func:`cam_pass`:
 
-* **Grad-CAM** — Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
-  Gradient-based Localization", ICCV 2017. Channel weights are the spatial mean of the gradient of
-  the target score: ``ReLU(Σ_k mean(∂y/∂A_k) · A_k)``.
-* **Grad-CAM++** — Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
-  Explanations for Deep Convolutional Networks", WACV 2018. Pixel weights
-  ``α = g² / (2g² + ΣA · g³)`` (closed form for an exponential score), channel weights
-  ``Σ α · ReLU(g)``.
-* **XGrad-CAM** — Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and
-  Explanation of CNNs", BMVC 2020. Channel weights ``Σ(g · A) / ΣA``.
-* **HiRes-CAM** — Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations
-  of convolutional neural networks", 2020. Element-wise ``ReLU(Σ_k g_k ⊙ A_k)``.
-* **Layer-CAM** — Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
-  Localization", IEEE TIP 2021. Element-wise ``ReLU(Σ_k ReLU(g_k) ⊙ A_k)``.
 * **Score-CAM** — Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
   Neural Networks", CVPR-W 2020. Each channel, upsampled and scaled to [0, 1], masks the input;
   its weight is the target's probability on the masked image. ``max_n`` keeps the channels of
@@ -34,54 +24,52 @@ test-time augmentations (horizontal flip × brightness 0.9/1.0/1.1), flipped bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcam.errors import UserError
+from tfcam.errors import UserError, choices_message
 from tfcam.explain.engine import (
     Explainer,
     Explanation,
-    explainer_for,
     gather_scores,
     normalize_maps,
-    predicted_classes,
     probabilities_from_logits,
     upsample,
     warn_constant,
 )
-from tfcam.explain.methods import CAM_METHODS, GRADIENT_CAMS
+from tfcam.explain.methods import CAM_METHODS, GRADIENT_CAM, TABLE, registrar
 
 _EPS = 1e-7
 
 
+@dataclass(frozen=True)
+class CamOptions:
+    """Options of the CAM passes (each pass reads what it needs)."""
+
+    eigen_smooth: bool = False
+    max_n: int | None = None
+    chunk: int = 64
+
+
+#: ``{name: pass(explainer, images, targets, layers, options)}`` for CAMs with passes of their own;
+#: each returns ``(raw maps, heatmaps, constant flags, targets, scores, probabilities)``.
+PASSES: dict[str, Callable] = {}
+#: ``@cam_pass("scorecam")`` files a pass under the name of its row in the method table.
+cam_pass = registrar(PASSES)
+
+
 # --------------------------------------------------------------------------------------------
-# Weighting rules (tensor functions, used inside compiled code)
+# Tensor helpers (used inside compiled code)
 
 
 def weighted_activations(method: str, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-    """``[N, h, w, C]`` weighted activations whose channel sum is the (pre-ReLU) map."""
-    if method == "gradcam":
-        return acts * tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
-    if method == "gradcam++":
-        g2 = tf.square(grads)
-        g3 = g2 * grads
-        sum_a = tf.reduce_sum(acts, axis=[1, 2], keepdims=True)
-        denom = 2.0 * g2 + sum_a * g3
-        alpha = tf.where(grads != 0.0, g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom)), 0.0)
-        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
-        return acts * weights
-    if method == "xgradcam":
-        sum_a = tf.reduce_sum(acts, axis=[1, 2], keepdims=True)
-        weights = tf.reduce_sum(grads * acts, axis=[1, 2], keepdims=True) / (sum_a + _EPS)
-        return acts * weights
-    if method == "hirescam":
-        return acts * grads
-    if method == "layercam":
-        return acts * tf.nn.relu(grads)
-    raise ValueError(method)
+    """``[N, h, w, C]`` weighted activations whose channel sum is the (pre-ReLU) map, by the
+    method's weighting rule in :mod:`tfcam.explain.methods`."""
+    return TABLE[method].weights(tf, acts, grads)
 
 
 def first_component(weighted: tf.Tensor) -> tf.Tensor:
@@ -108,10 +96,6 @@ def combine(weighted: tf.Tensor, eigen_smooth: bool) -> tf.Tensor:
     return tf.nn.relu(cam)
 
 
-# --------------------------------------------------------------------------------------------
-# Compiled passes
-
-
 def _finish(explainer: Explainer, raws):
     """Upsample and normalise each raw map; returns (heatmaps, constant) lists."""
     heat, const = [], []
@@ -122,23 +106,21 @@ def _finish(explainer: Explainer, raws):
     return heat, const
 
 
+# --------------------------------------------------------------------------------------------
+# Compiled passes
+
+
 def _gradient_cam_fn(
     explainer: Explainer, method: str, layers: tuple[str, ...], eigen_smooth: bool
 ):
-    def build():
+    """One compiled pass for every gradient-weighted CAM: activations and their gradients."""
+
+    def make_body():
         graph = explainer.graph(layers)
 
-        @tf.function(
-            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True,
-        )
-        def fn(images, targets):
+        def body(images, targets):
             with tf.GradientTape() as tape:
-                outs = graph(images, training=False)
-                acts, head = outs[:-1], outs[-1]
-                source, logits = explainer.score_from(head)
-                targets = tf.where(targets < 0, predicted_classes(logits), targets)
-                scores = gather_scores(source, targets)
+                acts, targets, scores, probs = explainer.run_graph(graph, images, targets)
             grads = tape.gradient(scores, acts)
             cut = [n for n, g in zip(layers, grads, strict=True) if g is None]
             if cut:  # raised while tracing, so once, before any number is computed
@@ -152,52 +134,37 @@ def _gradient_cam_fn(
                 for a, g in zip(acts, grads, strict=True)
             ]
             heat, const = _finish(explainer, raws)
-            return raws, heat, const, targets, scores, probabilities_from_logits(logits)
+            return raws, heat, const, targets, scores, probs
 
-        return fn
+        return body
 
-    return explainer.compiled(("cam", method, layers, eigen_smooth), build)
+    return explainer.compiled_batch(("cam", method, layers, eigen_smooth), make_body)
 
 
 def _activations_fn(explainer: Explainer, layers: tuple[str, ...]):
     """Compiled forward pass returning activations, resolved targets, scores, probabilities."""
 
-    def build():
+    def make_body():
         graph = explainer.graph(layers)
+        return lambda images, targets: explainer.run_graph(graph, images, targets)
 
-        @tf.function(
-            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True,
-        )
-        def fn(images, targets):
-            outs = graph(images, training=False)
-            acts, head = outs[:-1], outs[-1]
-            source, logits = explainer.score_from(head)
-            targets = tf.where(targets < 0, predicted_classes(logits), targets)
-            return acts, targets, gather_scores(source, targets), probabilities_from_logits(logits)
-
-        return fn
-
-    return explainer.compiled(("acts", layers), build)
+    return explainer.compiled_batch(("acts", layers), make_body)
 
 
-def _eigencam_fn(explainer: Explainer, layers: tuple[str, ...]):
-    def build():
+@cam_pass("eigencam")
+def _eigencam(explainer: Explainer, x, t, layers, options: CamOptions):
+    def make_body():
         acts_fn = _activations_fn(explainer, layers)
 
-        @tf.function(
-            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True,
-        )
-        def fn(images, targets):
+        def body(images, targets):
             acts, targets, scores, probs = acts_fn(images, targets)
             raws = [tf.nn.relu(first_component(a)) for a in acts]
             heat, const = _finish(explainer, raws)
             return raws, heat, const, targets, scores, probs
 
-        return fn
+        return body
 
-    return explainer.compiled(("cam", "eigencam", layers), build)
+    return explainer.compiled_batch(("cam", "eigencam", layers), make_body)(x, t)
 
 
 def _target_probability(explainer: Explainer, head: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -236,6 +203,35 @@ def _scorecam_masked_fn(explainer: Explainer):
         return fn
 
     return explainer.compiled(("scorecam_masked",), build)
+
+
+@cam_pass("scorecam")
+def _scorecam(explainer: Explainer, x, t, layers, options: CamOptions):
+    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
+    masked_fn = _scorecam_masked_fn(explainer)
+    max_n, chunk = options.max_n, options.chunk
+    raws = []
+    for a in acts:
+        a = a.numpy()
+        maps = []
+        for i in range(len(a)):
+            ai = a[i]
+            if max_n is not None and 0 < max_n < ai.shape[-1]:
+                std = ai.reshape(-1, ai.shape[-1]).std(axis=0)
+                sel = np.sort(np.argsort(-std, kind="stable")[:max_n])
+                ai = ai[..., sel]
+            weights = np.concatenate(
+                [
+                    masked_fn(
+                        tf.constant(x[i]), tf.constant(ai[..., s : s + chunk]), targets[i]
+                    ).numpy()
+                    for s in range(0, ai.shape[-1], chunk)
+                ]
+            )
+            maps.append(np.maximum(ai @ weights, 0.0))
+        raws.append(tf.constant(np.stack(maps).astype(np.float32)))
+    heat, const = _finish(explainer, raws)
+    return raws, heat, const, targets, scores, probs
 
 
 def _ablation_rest(explainer: Explainer, layer: str) -> keras.Model:
@@ -277,6 +273,36 @@ def _ablation_fn(explainer: Explainer, layer: str):
     return explainer.compiled(("ablation", layer), build)
 
 
+@cam_pass("ablationcam")
+def _ablationcam(explainer: Explainer, x, t, layers, options: CamOptions):
+    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
+    chunk = options.chunk
+    raws = []
+    for name, a in zip(layers, acts, strict=True):
+        fn = _ablation_fn(explainer, name)
+        a = a.numpy()
+        weighted = []
+        for i in range(len(a)):
+            c = a.shape[-1]
+            ablated = np.concatenate(
+                [
+                    fn(
+                        tf.constant(a[i]),
+                        tf.range(s, min(s + chunk, c), dtype=tf.int32),
+                        targets[i],
+                    ).numpy()
+                    for s in range(0, c, chunk)
+                ]
+            )
+            w = (float(scores[i]) - ablated) / (abs(float(scores[i])) + _EPS)
+            weighted.append(a[i] * w)
+        raws.append(
+            combine(tf.constant(np.stack(weighted).astype(np.float32)), options.eigen_smooth)
+        )
+    heat, const = _finish(explainer, raws)
+    return raws, heat, const, targets, scores, probs
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 
@@ -313,32 +339,23 @@ def explain_cam(
         UserError: Unknown method, layer or class.
     """
     if method not in CAM_METHODS:
-        from tfcam.errors import choices_message
-
         raise UserError(choices_message("CAM method", method, CAM_METHODS))
     layers = explainer.resolve_layers(layers)
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
         images = images[None]
     target_ids = explainer.resolve_targets(targets, len(images))
+    options = CamOptions(eigen_smooth, max_n, chunk)
     if aug_smooth:
-        return _aug_smooth(
-            explainer, images, method, layers, target_ids, eigen_smooth, max_n, chunk
-        )
-
+        return _aug_smooth(explainer, images, method, layers, target_ids, options)
     parts = []
     for start, batch in explainer.batches(images):
         t = tf.constant(target_ids[start : start + len(batch)])
         x = tf.constant(batch)
-        if method in GRADIENT_CAMS:
-            out = _gradient_cam_fn(explainer, method, layers, eigen_smooth)(x, t)
-        elif method == "eigencam":
-            out = _eigencam_fn(explainer, layers)(x, t)
-        elif method == "scorecam":
-            out = _scorecam(explainer, x, t, layers, max_n, chunk)
+        if TABLE[method].kind == GRADIENT_CAM:
+            parts.append(_gradient_cam_fn(explainer, method, layers, eigen_smooth)(x, t))
         else:
-            out = _ablationcam(explainer, x, t, layers, eigen_smooth, chunk)
-        parts.append(out)
+            parts.append(PASSES[method](explainer, x, t, layers, options))
     return _collect(parts, layers, method)
 
 
@@ -363,76 +380,14 @@ def _collect(parts, layers, method) -> Explanation:
     )
 
 
-def _scorecam(explainer, x, t, layers, max_n, chunk):
-    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
-    masked_fn = _scorecam_masked_fn(explainer)
-    raws = []
-    for a in acts:
-        a = a.numpy()
-        maps = []
-        for i in range(len(a)):
-            ai = a[i]
-            if max_n is not None and 0 < max_n < ai.shape[-1]:
-                std = ai.reshape(-1, ai.shape[-1]).std(axis=0)
-                sel = np.sort(np.argsort(-std, kind="stable")[:max_n])
-                ai = ai[..., sel]
-            weights = np.concatenate(
-                [
-                    masked_fn(
-                        tf.constant(x[i]), tf.constant(ai[..., s : s + chunk]), targets[i]
-                    ).numpy()
-                    for s in range(0, ai.shape[-1], chunk)
-                ]
-            )
-            maps.append(np.maximum(ai @ weights, 0.0))
-        raws.append(tf.constant(np.stack(maps).astype(np.float32)))
-    heat, const = _finish(explainer, raws)
-    return raws, heat, const, targets, scores, probs
-
-
-def _ablationcam(explainer, x, t, layers, eigen_smooth, chunk):
-    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
-    raws = []
-    for name, a in zip(layers, acts, strict=True):
-        fn = _ablation_fn(explainer, name)
-        a = a.numpy()
-        weighted = []
-        for i in range(len(a)):
-            c = a.shape[-1]
-            ablated = np.concatenate(
-                [
-                    fn(
-                        tf.constant(a[i]),
-                        tf.range(s, min(s + chunk, c), dtype=tf.int32),
-                        targets[i],
-                    ).numpy()
-                    for s in range(0, c, chunk)
-                ]
-            )
-            w = (float(scores[i]) - ablated) / (abs(float(scores[i])) + _EPS)
-            weighted.append(a[i] * w)
-        raws.append(combine(tf.constant(np.stack(weighted).astype(np.float32)), eigen_smooth))
-    heat, const = _finish(explainer, raws)
-    return raws, heat, const, targets, scores, probs
-
-
 _AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
 
 
-def _aug_smooth(
-    explainer, images, method, layers, target_ids, eigen_smooth, max_n, chunk
-) -> Explanation:
+def _aug_smooth(explainer, images, method, layers, target_ids, options: CamOptions) -> Explanation:
+    kw = {"eigen_smooth": options.eigen_smooth, "max_n": options.max_n, "chunk": options.chunk}
     # Fix the targets on the original images, so every augmentation explains the same class.
-    base = explain_cam(
-        explainer,
-        images,
-        method,
-        layers=layers,
-        targets=None if (target_ids < 0).all() else target_ids,
-        eigen_smooth=eigen_smooth,
-        max_n=max_n,
-        chunk=chunk,
-    )
+    first = None if (target_ids < 0).all() else target_ids
+    base = explain_cam(explainer, images, method, layers=layers, targets=first, **kw)
     fixed = base.targets
     heat_sum = {k: np.zeros_like(v) for k, v in base.heatmaps.items()}
     raw_sum = {k: np.zeros_like(v) for k, v in base.raw.items()}
@@ -440,16 +395,7 @@ def _aug_smooth(
         x = np.clip(images * factor, 0, 255)
         if flip:
             x = x[:, :, ::-1]
-        e = explain_cam(
-            explainer,
-            x,
-            method,
-            layers=layers,
-            targets=fixed,
-            eigen_smooth=eigen_smooth,
-            max_n=max_n,
-            chunk=chunk,
-        )
+        e = explain_cam(explainer, x, method, layers=layers, targets=fixed, **kw)
         for k in heat_sum:
             heat_sum[k] += e.heatmaps[k][:, :, ::-1] if flip else e.heatmaps[k]
             raw_sum[k] += e.raw[k][:, :, ::-1] if flip else e.raw[k]
@@ -467,29 +413,3 @@ def _aug_smooth(
         const,
         method,
     )
-
-
-def cam(
-    model: keras.Model,
-    images,
-    method: str = "gradcam",
-    *,
-    layer: str | None = None,
-    target=None,
-    **options,
-) -> np.ndarray:
-    """Functional shortcut: heatmaps ``[N, H, W]`` in [0, 1] of one layer with one method.
-
-    The model's explainer (graphs and compiled functions) is built on first use and reused.
-    """
-    explanation = explain_cam(
-        explainer_for(model), images, method, layers=layer, targets=target, **options
-    )
-    return explanation.heatmap
-
-
-def gradcam(
-    model: keras.Model, images, *, layer: str | None = None, target=None, **options
-) -> np.ndarray:
-    """Grad-CAM heatmaps ``[N, H, W]`` in [0, 1] (Selvaraju et al., ICCV 2017)."""
-    return cam(model, images, "gradcam", layer=layer, target=target, **options)

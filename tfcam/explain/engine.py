@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcam.errors import UserError, choices_message
-from tfcam.models.fold import fold_batchnorm, walk  # noqa: F401 - part of this module's API
+from tfcam.models.graph import flatten_model, fold_batchnorm, is_nested, outputs_of
 
 
 class _NoRetracingNoise(logging.Filter):
@@ -154,7 +154,7 @@ def find_head(model: keras.Model) -> _Head:
     """
     out_layer = model.layers[-1]
     for layer in model.layers[::-1]:
-        if any(t is model.outputs[0] for t in _outputs_of(layer)):
+        if any(t is model.outputs[0] for t in outputs_of(layer)):
             out_layer = layer
             break
     if isinstance(out_layer, keras.layers.Dense):
@@ -181,82 +181,6 @@ def find_head(model: keras.Model) -> _Head:
         stacklevel=3,
     )
     return _Head(model.outputs[0], tf.identity, "linear")
-
-
-def _outputs_of(layer) -> list:
-    try:
-        out = layer.output
-    except (AttributeError, ValueError):
-        return []
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-# --------------------------------------------------------------------------------------------
-# Nested models
-
-
-def is_nested(model: keras.Model) -> bool:
-    return any(isinstance(layer, keras.Model) for layer in model.layers)
-
-
-def flatten_model(model: keras.Model) -> keras.Model:
-    """An equivalent model in which nested sub-models (a backbone inside a classifier, the usual
-    ``Sequential([base, pooling, dense])``) are inlined, so every inner layer is reachable by name.
-
-    The user's model is not touched: layers are re-created from their configs and their weights
-    copied. Explaining an inner layer of a nested model is where peer tools fail with "Graph
-    disconnected"; here it is an ordinary layer. A model without nesting is returned as is.
-    """
-    if not is_nested(model):
-        return model
-    taken: set[str] = set()
-
-    def clone(layer):
-        name = layer.name
-        if name in taken:
-            i = 2
-            while f"{name}_{i}" in taken:
-                i += 1
-            name = f"{name}_{i}"
-        taken.add(name)
-        cfg = layer.get_config()
-        cfg["name"] = name
-        return layer.__class__.from_config(cfg)
-
-    copies: list[tuple] = []
-
-    def run(m, x):
-        if isinstance(m, keras.Sequential):
-            for layer in m.layers:
-                x = apply(layer, x)
-            return x
-        if isinstance(m, keras.Model):
-            return m._run_through_graph(
-                x, operation_fn=lambda op: lambda *a, **k: apply(op, *a, **k)
-            )
-        raise TypeError(type(m))
-
-    def apply(layer, *args, **kwargs):
-        if isinstance(layer, keras.layers.InputLayer):
-            return args[0]
-        if isinstance(layer, keras.Model):
-            return run(layer, args[0] if len(args) == 1 else list(args))
-        new = clone(layer)
-        kwargs.pop("training", None)
-        out = new(*args, **kwargs)
-        copies.append((layer, new))
-        return out
-
-    src = model.inputs[0]
-    inp = keras.Input(
-        shape=src.shape[1:], dtype=src.dtype, name=getattr(src, "name", None) or "image"
-    )
-    out = run(model, inp)
-    flat = keras.Model(inp, out, name=f"{model.name}")
-    for old, new in copies:
-        if old.weights:
-            new.set_weights(old.get_weights())
-    return flat
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +214,7 @@ def spatial_layers(model: keras.Model, min_cells: int = 1) -> list[str]:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        outs = _outputs_of(layer)
+        outs = outputs_of(layer)
         if (
             len(outs) == 1
             and len(outs[0].shape) == 4
@@ -480,21 +404,53 @@ class Explainer:
         for start in range(0, len(images), self.batch_size):
             yield start, images[start : start + self.batch_size]
 
+    def compiled_batch(self, key: tuple, make_body: Callable[[], Callable], *, targets=True):
+        """The compiled ``body(images)`` or ``body(images, targets)`` for ``key``, built once.
+
+        ``make_body()`` runs on first use (it may build graphs and model copies) and returns the
+        Python function to compile; images are ``float32 [N, H, W, C]`` and targets ``int32 [N]``
+        (``-1`` for "predicted"), with a relaxed batch dimension so no batch size retraces.
+        """
+
+        def build():
+            spec = [self.image_spec()] + ([tf.TensorSpec([None], tf.int32)] if targets else [])
+            return tf.function(make_body(), input_signature=spec, reduce_retracing=True)
+
+        return self.compiled(key, build)
+
+    def run_graph(self, graph: keras.Model, images: tf.Tensor, targets: tf.Tensor):
+        """Inside a compiled body (and a tape, for gradients): runs ``graph`` (from :meth:`graph`
+        or a copy ending at the head) and scores the targets.
+
+        Returns:
+            ``(activations, targets, scores, probabilities)``: the layer outputs before the head
+            (a list, empty for a head-only graph), targets with ``-1`` resolved to the predicted
+            class, each target's score (logit or probability) and the class probabilities.
+        """
+        outs = graph(images, training=False)
+        if isinstance(outs, (list, tuple)):
+            acts, head = list(outs[:-1]), outs[-1]
+        else:
+            acts, head = [], outs
+        source, logits = self.score_from(head)
+        targets = tf.where(targets < 0, predicted_classes(logits), targets)
+        scores = gather_scores(source, targets)
+        return acts, targets, scores, probabilities_from_logits(logits)
+
     def forward_logits(self, images: np.ndarray) -> np.ndarray:
         """Logits of the images (one compiled forward pass per batch)."""
 
-        def build():
+        def make_body():
             graph = self.graph(())
 
-            @tf.function(input_signature=[self.image_spec()], reduce_retracing=True)
-            def fn(x):
+            def body(x):
                 outs = graph(x, training=False)
                 head = outs[-1] if isinstance(outs, (list, tuple)) else outs
                 return self.head.to_logits(head)
 
-            return fn
+            return body
 
-        fn = self.compiled(("forward",), build)
+        fn = self.compiled_batch(("forward",), make_body, targets=False)
         return np.concatenate([fn(tf.constant(b)).numpy() for _, b in self.batches(images)])
 
     def copy_with(self, kind: str, factory: Callable[[keras.Model], keras.Model]) -> keras.Model:

@@ -140,8 +140,8 @@ def evaluate_cams(
     """
     from tfcam.data.pipeline import read_images
     from tfcam.data.sources import read_splits_csv
-    from tfcam.explain.api import from_run
     from tfcam.explain.engine import Explainer
+    from tfcam.explain.files import from_run
     from tfcam.explain.methods import parse_methods
     from tfcam.runs import Run
 

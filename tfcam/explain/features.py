@@ -6,13 +6,15 @@ second convolution of VGG19 (``block1_conv2``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tfcam.errors import UserError
-from tfcam.explain.engine import Explainer
+from tfcam.explain.engine import Explainer, explainer_for
 
 CHANNEL_ORDERS = ("first", "most_active")
 
@@ -37,6 +39,36 @@ def feature_maps(
     return {
         name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(layers)
     }
+
+
+def layer_activations(
+    model: keras.Model,
+    layer: str,
+    images: np.ndarray,
+    *,
+    input_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """``float32 [N, h, w, C]`` activations of one layer of any model (compiled, cached).
+
+    Runs :func:`feature_maps` on the model's cached :class:`Explainer`
+    (:func:`~tfcam.explain.engine.explainer_for`), so repeated calls reuse one compiled function.
+
+    Args:
+        model: A single-input image model; nested sub-models are flattened, so inner layers count.
+        layer: A layer with a spatial (4-D) output.
+        images: ``[N, H, W, C]`` as the model takes them.
+        input_size: ``(H, W)`` of the images, needed only when the model takes any size.
+
+    Raises:
+        UserError: An unknown layer (the message lists nearby names) or one without a spatial
+            output.
+    """
+    kwargs = {} if input_size is None else {"input_size": tuple(int(v) for v in input_size)}
+    with warnings.catch_warnings():
+        # Activations do not need the logits: a model without a classifier head is fine here.
+        warnings.filterwarnings("ignore", message="tfcam: cannot find logits")
+        explainer = explainer_for(model, **kwargs)
+    return feature_maps(explainer, images, layer)[layer]
 
 
 def select_channels(activations: np.ndarray, count: int, order: str = "first") -> np.ndarray:

@@ -21,6 +21,10 @@ gradient (built once, weights copied); the user's model is untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -29,22 +33,32 @@ from tfcam.errors import UserError, choices_message
 from tfcam.explain.engine import (
     Explainer,
     Explanation,
-    gather_scores,
     normalize_maps,
     predicted_classes,
-    probabilities_from_logits,
     warn_constant,
 )
+from tfcam.explain.methods import GRADIENT_METHODS, registrar
 
-GRADIENT_METHODS = (
-    "saliency",
-    "smoothgrad",
-    "guided_backprop",
-    "deconvnet",
-    "guided_gradcam",
-    "integrated_gradients",
-)
 BASELINES = ("black", "white", "blur", "uniform")
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    """Options of the gradient methods (each reads what it needs; see :func:`explain_gradients`)."""
+
+    samples: int = 20
+    noise: float = 0.2
+    steps: int = 64
+    baseline: Any = "black"
+    layers: Any = None
+    seed: int = 0
+
+
+#: ``{name: fn(explainer, images, targets, options)}`` → ``(attributions [N, H, W, 3], targets,
+#: scores, probabilities)``, one small function per method of the table's ``gradient`` kind.
+ATTRIBUTIONS: dict[str, Callable] = {}
+#: ``@attribution("saliency")`` files a method under the name of its row in the method table.
+attribution = registrar(ATTRIBUTIONS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,34 +165,23 @@ def with_relu_rule(model: keras.Model, rule: str) -> keras.Model:
 def _input_grad_fn(explainer: Explainer, rule: str | None):
     """Compiled: (images, targets) → (∂score/∂images, resolved targets, scores, probabilities)."""
 
-    def build():
+    def make_body():
         # Input gradients need no intermediate outputs, so the graph is the copy with batch
         # normalisation folded into the convolutions (cheaper forward and backward passes).
         graph = explainer.folded_head_graph()
         if rule is not None:
             folded = graph
             graph = explainer.copy_with(f"{rule}_folded", lambda m: with_relu_rule(folded, rule))
-        head = explainer.head
 
-        @tf.function(
-            input_signature=[explainer.image_spec(), tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True,
-        )
-        def fn(images, targets):
+        def body(images, targets):
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                logits = head.to_logits(graph(images, training=False))
-                source = logits
-                if explainer.score == "probability":
-                    probs = probabilities_from_logits(logits)
-                    source = probs[:, 1:2] if logits.shape[-1] == 1 else probs
-                targets = tf.where(targets < 0, predicted_classes(logits), targets)
-                scores = gather_scores(source, targets)
-            return tape.gradient(scores, images), targets, scores, probabilities_from_logits(logits)
+                _, targets, scores, probs = explainer.run_graph(graph, images, targets)
+            return tape.gradient(scores, images), targets, scores, probs
 
-        return fn
+        return body
 
-    return explainer.compiled(("input_grad", rule), build)
+    return explainer.compiled_batch(("input_grad", rule), make_body)
 
 
 def _grads(explainer, images, targets, rule=None):
@@ -260,26 +263,8 @@ def explain_gradients(
         predicted = np.asarray(predicted_classes(tf.constant(logits)))
         requested = np.where(requested < 0, predicted, requested).astype(np.int32)
 
-    if method == "saliency":
-        grads, t, scores, probs = _grads(explainer, images, requested)
-        raw = grads
-    elif method in ("guided_backprop", "deconvnet"):
-        rule = "guided" if method == "guided_backprop" else "deconvnet"
-        raw, t, scores, probs = _grads(explainer, images, requested, rule)
-    elif method == "guided_gradcam":
-        from tfcam.explain.cams import explain_cam
-
-        guided, t, scores, probs = _grads(explainer, images, requested, "guided")
-        cam = explain_cam(explainer, images, "gradcam", layers=layers, targets=requested)
-        raw = guided * cam.heatmap[..., None]
-    elif method == "smoothgrad":
-        _, t, scores, probs = _grads(explainer, images, requested)
-        raw = _smoothgrad(explainer, images, requested, samples, noise, seed)
-    else:
-        raw, t, scores, probs = _integrated_gradients(
-            explainer, images, requested, steps, _baseline(images, baseline, seed)
-        )
-
+    options = GradientOptions(samples, noise, steps, baseline, layers, seed)
+    raw, t, scores, probs = ATTRIBUTIONS[method](explainer, images, requested, options)
     heat, const = _to_heatmap(raw)
     warn_constant({method: const}, method)
     return Explanation(
@@ -293,7 +278,48 @@ def explain_gradients(
     )
 
 
-def _smoothgrad(explainer, images, targets, samples, noise, seed) -> np.ndarray:
+# --------------------------------------------------------------------------------------------
+# The methods: one small function each (papers in the module docstring)
+
+
+@attribution("saliency")
+def _saliency(explainer, images, targets, o: GradientOptions):
+    return _grads(explainer, images, targets)
+
+
+@attribution("guided_backprop")
+def _guided_backprop(explainer, images, targets, o: GradientOptions):
+    return _grads(explainer, images, targets, "guided")
+
+
+@attribution("deconvnet")
+def _deconvnet(explainer, images, targets, o: GradientOptions):
+    return _grads(explainer, images, targets, "deconvnet")
+
+
+@attribution("guided_gradcam")
+def _guided_gradcam(explainer, images, targets, o: GradientOptions):
+    from tfcam.explain.cams import explain_cam
+
+    guided, t, scores, probs = _grads(explainer, images, targets, "guided")
+    cam = explain_cam(explainer, images, "gradcam", layers=o.layers, targets=targets)
+    return guided * cam.heatmap[..., None], t, scores, probs
+
+
+@attribution("smoothgrad")
+def _smoothgrad(explainer, images, targets, o: GradientOptions):
+    _, t, scores, probs = _grads(explainer, images, targets)
+    raw = _smoothgrad_sum(explainer, images, targets, o.samples, o.noise, o.seed)
+    return raw, t, scores, probs
+
+
+@attribution("integrated_gradients")
+def _integrated_gradients(explainer, images, targets, o: GradientOptions):
+    baseline = _baseline(images, o.baseline, o.seed)
+    return _path_integral(explainer, images, targets, o.steps, baseline)
+
+
+def _smoothgrad_sum(explainer, images, targets, samples, noise, seed) -> np.ndarray:
     # Mean of |gradient| over noisy copies. Copies of several samples share one batch, so a small
     # batch of images still fills the compiled call (batch_size images per forward/backward).
     rng = np.random.default_rng(seed)
@@ -315,7 +341,7 @@ def _smoothgrad(explainer, images, targets, samples, noise, seed) -> np.ndarray:
     return total / max(samples, 1)
 
 
-def _integrated_gradients(explainer, images, targets, steps, baseline):
+def _path_integral(explainer, images, targets, steps, baseline):
     if steps < 1:
         raise UserError(f"Invalid value for steps: {steps} (must be at least 1)")
     n = len(images)
@@ -334,10 +360,3 @@ def _integrated_gradients(explainer, images, targets, steps, baseline):
         )
         last = (t[-n:], s[-n:], p[-n:])  # the final point is the image itself (alpha = 1)
     return (images - baseline) * total, *last
-
-
-def saliency(model: keras.Model, images, *, target=None) -> np.ndarray:
-    """Saliency heatmaps ``[N, H, W]`` in [0, 1] (Simonyan et al. 2014)."""
-    from tfcam.explain.engine import explainer_for
-
-    return explain_gradients(explainer_for(model), images, "saliency", targets=target).heatmap

@@ -20,8 +20,9 @@ import pandas as pd
 
 from tfcam.data.pipeline import read_images
 from tfcam.errors import UserError
-from tfcam.explain.api import explain, from_run
+from tfcam.explain.api import explain
 from tfcam.explain.engine import Explainer, spatial_layers
+from tfcam.explain.files import from_run
 from tfcam.io import atomic_path
 
 log = logging.getLogger("tfcam")
@@ -68,6 +69,29 @@ def stage_layers(model, limit: int = MAX_STAGES, input_size=None) -> list[str]:
     return stages
 
 
+def build_report(run_dir: str | os.PathLike) -> Path:
+    """A run's whole report: draws the model figures, then writes ``report/index.html``.
+
+    ``tfcam fit`` (and each trial of a sweep) calls it at the end of training, ``tfcam report``
+    on its own. A failure in the figures (an odd model) leaves a report without them rather
+    than no report.
+
+    Returns:
+        The path of the page.
+    """
+    from tfcam.report.html import write_report
+
+    try:
+        build_report_figures(run_dir)
+    except Exception as e:  # the page is still worth having
+        log.warning(
+            "Report figures failed (%s: %s); writing the report without them",
+            type(e).__name__,
+            str(e).splitlines()[0][:200] if str(e) else "",
+        )
+    return write_report(run_dir)
+
+
 def build_report_figures(
     run_dir: str | os.PathLike,
     *,
@@ -94,11 +118,8 @@ def build_report_figures(
 
 
 def _build(run_dir, gallery_size: int, progress) -> Path:
-    from tfcam.explain.receptive_field import (
-        layer_activations,
-        receptive_fields,
-        top_units,
-    )
+    from tfcam.explain.features import layer_activations
+    from tfcam.explain.receptive_field import receptive_fields, top_units
     from tfcam.viz.gallery import class_cams, image_grid, layer_grid
     from tfcam.viz.overlay import feature_grid, gradient_image, overlay, panel, to_uint8
     from tfcam.viz.patches import crop, display_scale, draw_boxes, patch_grid
@@ -319,7 +340,10 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
         field = fields[rf_layer]
         if field.kind == "local":
             img = x[0]
-            units = top_units(layer_activations(explainer.model, rf_layer, img[None])[0], field, 6)
+            rf_acts = layer_activations(
+                explainer.model, rf_layer, img[None], input_size=explainer.input_size
+            )
+            units = top_units(rf_acts[0], field, 6)
             scale = display_scale(*img.shape[:2])
             boxes = draw_boxes(img, [u.box for u in units], scale=scale)
             grid = patch_grid(
