@@ -1,0 +1,89 @@
+"""The ``tfcam`` group: logging to stderr, and exceptions mapped to exit codes and one line.
+
+Exit codes: 0 success; 2 a usage or input error (one line on stderr naming the bad value and the
+valid choices, no traceback); 1 anything unexpected; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from tfcam import __version__
+from tfcam.errors import TrainingDiverged, UserError
+
+log = logging.getLogger("tfcam")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"tfcam: {record.levelname.lower()}: {msg}"
+        return f"tfcam: {msg}"
+
+
+def setup_logging(quiet: bool) -> None:
+    """tfcam's log lines on stderr, ``tfcam: …``; only warnings and errors when ``quiet``."""
+    log.handlers[:] = []
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr, ``tfcam: error: …``, and the exit code."""
+    click.echo(f"tfcam: error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Maps exceptions to exit codes and one-line messages."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(
+                args=args,
+                prog_name=prog_name or "tfcam",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        except click.ClickException as e:
+            fail(" ".join(e.format_message().split()), 2)
+        except UserError as e:
+            fail(" ".join(str(e).split()), 2)
+        except TrainingDiverged as e:
+            fail(str(e), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as e:
+            traceback.print_exc()
+            fail(f"unexpected {type(e).__name__}: {e}", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(__version__, prog_name="tfcam")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def cli(quiet: bool) -> None:
+    """Transfer learning for image classification, and the heatmaps that show why.
+
+    \b
+    Start here:
+      tfcam experiments                    list the bundled experiments
+      tfcam fit --experiment shapes        train the synthetic default (no download)
+      tfcam evaluate runs/shapes-…         metrics of a finished run
+    """
+    setup_logging(quiet)

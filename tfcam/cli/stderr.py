@@ -1,0 +1,71 @@
+"""Keeping TensorFlow's native start-up chatter off the terminal.
+
+TensorFlow writes info lines, an absl banner and (on CPU machines) a failed CUDA probe to file
+descriptor 2 before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot silence them all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import sys
+import threading
+
+_NATIVE_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] "
+    rb"|To enable the following instructions: )"
+)
+_stderr_filter: dict = {}
+
+
+def filter_native_stderr() -> None:
+    """Routes file descriptor 2 through a filter that drops TensorFlow's start-up chatter.
+
+    Only for the real terminal stderr (not under test runners), and not when TFCAM_TF_LOGS=1.
+    Everything else written to stderr passes through unchanged; at exit the filter is drained.
+    """
+    if _stderr_filter or os.environ.get("TFCAM_TF_LOGS") == "1" or sys.stderr is not sys.__stderr__:
+        return
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, OSError, ValueError):
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with (
+            os.fdopen(read_end, "rb") as src,
+            os.fdopen(os.dup(original), "wb", buffering=0) as dst,
+        ):
+            for line in src:
+                if not _NATIVE_NOISE.match(line):
+                    dst.write(line)
+
+    thread = threading.Thread(target=pump, name="tfcam-stderr-filter", daemon=True)
+    thread.start()
+
+    def drain() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # closes the pipe's last write end: the pump sees EOF
+        thread.join(timeout=5)
+
+    _stderr_filter["thread"] = thread
+    atexit.register(drain)
+
+
+def quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ start-up chatter off the terminal (call before TF is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    filter_native_stderr()

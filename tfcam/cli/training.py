@@ -1,0 +1,197 @@
+"""Commands that train or prepare training: experiments, fit (and sweeps), augment-preview, lr-find."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tfcam.cli.group import cli
+from tfcam.cli.options import count_option, echo_table, experiment_options, json_option, out_option
+from tfcam.cli.stderr import quiet_tensorflow
+from tfcam.errors import UserError
+
+
+@cli.command()
+@json_option()
+def experiments(as_json: bool) -> None:
+    """List the bundled experiments with a one-line description each."""
+    from tfcam.config import list_experiments
+
+    items = list_experiments()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    width = max(map(len, items), default=0)
+    for name, desc in items.items():
+        click.echo(f"{name:<{width}}  {desc}")
+
+
+@cli.command()
+@experiment_options(
+    required=False,
+    experiment_help="A bundled experiment name or a YAML file.",
+    data_dir_help="Image folder (class subfolders), overrides data.data_dir.",
+    weights_help="Backbone weights, overrides model.weights.",
+    set_help="Override any config field, e.g. --set train.epochs=3 (repeatable).",
+)
+@click.option(
+    "--run-dir", metavar="DIR", help="Where to write the run (default runs/<experiment>-<time>)."
+)
+@click.option(
+    "--resume", "resume_dir", metavar="RUN_DIR", help="Continue a killed or interrupted run."
+)
+@click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="KEY=V1,V2,…",
+    help="Train one run per combination of values (repeatable: a grid); --run-dir names the "
+    "sweep folder.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "none", "mirrored", "multiworker"]),
+    default="auto",
+    show_default=True,
+    help="tf.distribute strategy: mirrored over local GPUs, multiworker over the machines of "
+    "TF_CONFIG (each runs this command; worker 0 writes the report).",
+)
+def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps):
+    """Train an experiment and write its run directory (or a sweep folder of runs).
+
+    \b
+    Examples:
+      tfcam fit --experiment shapes
+      tfcam fit --experiment folder --data-dir ~/photos --set model.backbone=resnet50
+      tfcam fit --resume runs/shapes-20261123-101500
+      tfcam fit -e shapes --sweep train.learning_rate=0.01,0.001 --sweep data.batch_size=32,64
+      tfcam fit --resume runs/shapes-sweep-20261123-101500
+    """
+    given = experiment or data_dir or weights or overrides or run_dir
+    if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
+        _fit_sweep(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report,
+                   strategy, sweeps, given)  # fmt: skip
+        return
+    if resume_dir and given:
+        raise UserError(
+            "--resume continues a run with its own saved config; do not combine it with "
+            "--experiment, --data-dir, --weights, --set or --run-dir"
+        )
+    if not resume_dir and not experiment:
+        raise UserError("Give --experiment NAME (see 'tfcam experiments') or --resume RUN_DIR")
+    cfg = None if resume_dir else _load(experiment, overrides, data_dir, weights)
+    quiet_tensorflow()
+    from tfcam.train.fit import fit as run_fit
+
+    result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report,
+                     strategy=strategy)  # fmt: skip
+    click.echo(f"Run directory: {result.run_dir}")
+    for split, m in result.metrics.items():
+        click.echo(
+            f"{split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['n']} images)"
+        )
+    click.echo(f"Wall time: {result.seconds:.1f} s")
+
+
+def _load(experiment, overrides, data_dir=None, weights=None):
+    """The experiment with the command line's overrides, checked before TensorFlow loads."""
+    from tfcam.config import load_experiment
+
+    return load_experiment(
+        experiment, overrides, data_dir=data_dir, weights=weights, check_paths=True
+    )
+
+
+def _fit_sweep(
+    experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps,
+    given,
+) -> None:  # fmt: skip
+    if resume_dir and (given or sweeps):
+        raise UserError(
+            "--resume continues a sweep with its own saved grid; do not combine it with "
+            "--experiment, --data-dir, --weights, --set, --sweep or --run-dir"
+        )
+    if not resume_dir and not experiment:
+        raise UserError("Give --experiment NAME with --sweep")
+    quiet_tensorflow()
+    from tfcam.train.sweep import run_sweep
+
+    result = run_sweep(
+        experiment=experiment,
+        data_dir=data_dir,
+        weights=weights,
+        overrides=list(overrides),
+        sweeps=list(sweeps),
+        sweep_dir=run_dir,
+        resume=resume_dir,
+        report=not no_report,
+        strategy=strategy,
+    )
+    click.echo(f"Sweep folder: {result['path']}")
+    for t in result["trials"]:
+        reason = f"  ({t['reason']})" if t.get("reason") else ""
+        click.echo(f"  {t['id']}: {t['status']}{reason}")
+    if "compare" in result:
+        echo_table(result["compare"]["files"]["csv"])
+        click.echo(f"Comparison: {result['compare']['files']['html']}")
+    click.echo(f"HParams dashboard: tensorboard --logdir {Path(result['path']) / 'hparams'}")
+
+
+@cli.command("augment-preview")
+@experiment_options(
+    weights=False, set_help="Override a config field, e.g. --set data.augment.grid_distortion=1."
+)
+@out_option(metavar="OUT.png", default="augment_preview.png", show_default=True)
+@count_option("--images", "n_images", default=4)
+@count_option("--variants", default=5)
+def augment_preview(experiment, data_dir, overrides, out_path, n_images, variants) -> None:
+    """A grid of training images and augmented copies, as the experiment's data.augment makes them."""
+    cfg = _load(experiment, overrides, data_dir)
+    if not any(p > 0 for p in cfg.data.augment.values()):
+        click.echo(
+            "Note: this experiment has no augmentation; add some with --set data.augment.NAME=P",
+            err=True,
+        )
+    quiet_tensorflow()
+    from tfcam.data.preview import write_augment_preview
+
+    write_augment_preview(cfg, out_path, n_images, variants)
+    click.echo(f"Wrote {out_path}")
+
+
+@cli.command("lr-find")
+@experiment_options()
+@click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
+@click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Batches in the sweep.")
+@out_option("Output folder (default runs/lr-find-<experiment>-<time>).")
+@json_option()
+def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir, as_json) -> None:
+    """Learning-rate range test: loss against a geometrically growing rate, and a suggestion.
+
+    \b
+    Examples:
+      tfcam lr-find --experiment shapes
+      tfcam lr-find --experiment folder --data-dir ~/photos --steps 200 --end 0.1
+    """
+    cfg = _load(experiment, overrides, data_dir, weights)
+    if not 0 < start < end:
+        raise UserError(f"The rate range must satisfy 0 < --start < --end, got {start} … {end}")
+    if steps < 5:
+        raise UserError(f"--steps must be at least 5, got {steps}")
+    from tfcam.runs import default_run_dir
+
+    quiet_tensorflow()
+    from tfcam.train.lr_finder import find_lr
+
+    result = find_lr(cfg, out_dir or default_run_dir(f"lr-find-{cfg.name}"), start=start,
+                     end=end, steps=steps)  # fmt: skip
+    out, n = result.out_dir, len(result.table)
+    if as_json:
+        click.echo(json.dumps({"suggestion": result.suggestion, "steps_run": n, "out": str(out)}))
+        return
+    click.echo(f"Suggested learning rate: {result.suggestion:.3g}  ({n} batches)")
+    click.echo(f"Curve: {out / 'lr_finder.png'}  table: {out / 'lr_finder.csv'}")
