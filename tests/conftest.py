@@ -1,4 +1,5 @@
-"""Shared fixtures: quiet TensorFlow, a private dataset cache, tiny image folders, the shared data."""
+"""Shared fixtures: quiet TensorFlow, a private dataset cache, tiny image folders, the shared data,
+small random models (``tiny_classifier``, ``small``), finished runs, and ``run_cli``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,56 @@ def write_image(path: Path, array: np.ndarray, **save_kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **save_kwargs)
     return path
+
+
+def run_cli(*args, **kwargs):
+    """Invokes ``tfcam`` in-process with click's ``CliRunner`` (arguments made strings); returns
+    the click ``Result`` (``exit_code``, ``output``, ``stdout``, ``stderr``, ``exception``).
+
+    Keyword arguments go to ``CliRunner.invoke`` (``input``, ``env``, ``catch_exceptions`` …).
+    """
+    from click.testing import CliRunner
+
+    from tfcam.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier():
+    """A factory of small random models: ``tiny_classifier(backbone="simple_cnn", num_classes=4,
+    image_size=48, seed=3, **kwargs)`` seeds Keras, then calls ``build_classifier(…,
+    weights=None)`` (``kwargs`` go to it: ``binary``, ``options``, ``head`` …)."""
+
+    def make(
+        backbone: str = "simple_cnn",
+        num_classes: int = 4,
+        image_size=48,
+        seed: int = 3,
+        **kwargs,
+    ):
+        import keras
+
+        from tfcam.models.build import build_classifier
+
+        keras.utils.set_random_seed(seed)
+        return build_classifier(
+            backbone=backbone,
+            num_classes=num_classes,
+            image_size=image_size,
+            weights=None,
+            **kwargs,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def small(tiny_classifier):
+    """A random ``simple_cnn`` (4 classes, 48 px, seed 3) and four random images for it."""
+    model = tiny_classifier()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 3)).astype("float32")
+    return model, x
 
 
 def make_folder(

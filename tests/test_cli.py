@@ -8,15 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from tfcam.cli import cli
+from conftest import run_cli
 
 COMMANDS = ["experiments", "fit", "evaluate", "predict", "report"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_importing_the_cli_and_every_help_leave_tensorflow_out():
@@ -42,13 +36,13 @@ def test_importing_the_cli_and_every_help_leave_tensorflow_out():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_help_describes_its_command(command):
-    r = run(command, "--help")
+    r = run_cli(command, "--help")
     assert r.exit_code == 0
     assert f"Usage: cli {command}" in r.output or f"Usage: tfcam {command}" in r.output
 
 
 def test_experiments_json_lists_descriptions():
-    r = run("experiments", "--json")
+    r = run_cli("experiments", "--json")
     items = json.loads(r.output)
     assert items["shapes"].startswith("Synthetic shapes")
     assert "folder" in items
@@ -101,7 +95,7 @@ def _assert_one_line_error(result, *pieces):
 )
 def test_bad_input_exits_2_with_one_line(args, pieces, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written for a usage error
-    result = run(*args)
+    result = run_cli(*args)
     _assert_one_line_error(result, *pieces)
     assert list(tmp_path.iterdir()) == []
 
@@ -122,7 +116,7 @@ def test_bad_input_from_the_real_console_script():
 
 
 def test_evaluate_and_predict_on_a_run(tiny_run, tmp_path):
-    r = run("evaluate", str(tiny_run), "--split", "test", "--json")
+    r = run_cli("evaluate", str(tiny_run), "--split", "test", "--json")
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.output)
     assert data["split"] == "test"
@@ -130,19 +124,20 @@ def test_evaluate_and_predict_on_a_run(tiny_run, tmp_path):
     assert data["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert sum(v["support"] for v in data["per_class"].values()) == data["n"] == 12
 
-    r = run("evaluate", str(tiny_run))
+    r = run_cli("evaluate", str(tiny_run))
     assert r.exit_code == 0
     assert "precision" in r.output and "circle" in r.output
 
     _assert_one_line_error(
-        run("evaluate", str(tiny_run), "--split", "train"), "'train' is not one of 'val', 'test'"
+        run_cli("evaluate", str(tiny_run), "--split", "train"),
+        "'train' is not one of 'val', 'test'",
     )
 
     import pandas as pd
 
     splits = pd.read_csv(tiny_run / "splits.csv")
     images = splits[splits["split"] == "test"]["path"].tolist()[:3]
-    r = run("predict", str(tiny_run), *images, "--top-k", "2", "--json")
+    r = run_cli("predict", str(tiny_run), *images, "--top-k", "2", "--json")
     assert r.exit_code == 0, r.stderr
     preds = json.loads(r.output)
     assert [p["image"] for p in preds] == images
@@ -156,19 +151,19 @@ def test_evaluate_and_predict_on_a_run(tiny_run, tmp_path):
 
     (tmp_path / "bad.jpg").write_text("not an image")
     _assert_one_line_error(
-        run("predict", str(tiny_run), str(tmp_path / "bad.jpg")), "bad.jpg", "not an image"
+        run_cli("predict", str(tiny_run), str(tmp_path / "bad.jpg")), "bad.jpg", "not an image"
     )
     _assert_one_line_error(
-        run("predict", str(tiny_run), str(tmp_path / "missing.jpg")), "Image not found"
+        run_cli("predict", str(tiny_run), str(tmp_path / "missing.jpg")), "Image not found"
     )
-    _assert_one_line_error(run("predict", str(tiny_run), images[0], "--top-k", "0"), "--top-k")
+    _assert_one_line_error(run_cli("predict", str(tiny_run), images[0], "--top-k", "0"), "--top-k")
     assert np.isfinite(data["loss"])
 
 
 def test_report_command_rewrites_the_page(tiny_run):
     page = tiny_run / "report" / "index.html"
     page.unlink()
-    r = run("report", str(tiny_run))
+    r = run_cli("report", str(tiny_run))
     assert r.exit_code == 0
     html = page.read_text()
     assert "<h2>Metrics</h2>" in html and "<h2>Training</h2>" in html

@@ -9,15 +9,9 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import write_image
+from conftest import run_cli, write_image
 
-from tfcam.cli import cli
 from tfcam.data.pipeline import read_images
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def photos(tmp_path_factory):
 
 def test_explain_writes_overlays_per_image_and_method(tiny_run, photos, tmp_path):
     out = tmp_path / "out"
-    r = run(
+    r = run_cli(
         "explain",
         tiny_run,
         photos,
@@ -76,7 +70,7 @@ def test_explain_writes_overlays_per_image_and_method(tiny_run, photos, tmp_path
 
 
 def test_explain_target_layers_and_listing(tiny_run, photos, tmp_path):
-    r = run(
+    r = run_cli(
         "explain",
         tiny_run,
         photos,
@@ -94,16 +88,16 @@ def test_explain_target_layers_and_listing(tiny_run, photos, tmp_path):
     rec = json.loads(r.output)[0]
     assert rec["target"] == "square"
     assert set(rec["outputs"]) == {"gradcam-block2_relu", "gradcam-block4_relu"}
-    r = run("explain", tiny_run, "--list-layers")
+    r = run_cli("explain", tiny_run, "--list-layers")
     assert r.exit_code == 0 and "block4_relu  (default)" in r.output
-    r = run("explain", "--list-methods")  # needs no run or image
+    r = run_cli("explain", "--list-methods")  # needs no run or image
     assert r.exit_code == 0
     rows = dict(line.split(None, 1) for line in r.output.strip().splitlines())
     from tfcam.explain.methods import METHODS
 
     assert list(rows) == list(METHODS)
     assert "Sundararajan et al. 2017" in rows["integrated_gradients"]
-    r = run("explain")
+    r = run_cli("explain")
     assert r.exit_code == 2 and "Give a run directory" in r.stderr
 
 
@@ -121,7 +115,7 @@ def test_explain_target_layers_and_listing(tiny_run, photos, tmp_path):
     ],
 )
 def test_explain_bad_input_exits_2(tiny_run, photos, tmp_path, args, pieces):
-    r = run("explain", tiny_run, photos, "--out", tmp_path / "o", *args)
+    r = run_cli("explain", tiny_run, photos, "--out", tmp_path / "o", *args)
     assert r.exit_code == 2, r.output
     line = r.stderr.strip()
     assert "\n" not in line and line.startswith("tfcam: error: ") and "Traceback" not in r.stderr
@@ -131,9 +125,9 @@ def test_explain_bad_input_exits_2(tiny_run, photos, tmp_path, args, pieces):
 
 
 def test_explain_missing_input_and_run(tiny_run, tmp_path):
-    r = run("explain", tiny_run, tmp_path / "nope.jpg")
+    r = run_cli("explain", tiny_run, tmp_path / "nope.jpg")
     assert r.exit_code == 2 and "Input not found" in r.stderr
-    r = run("explain", tmp_path / "norun", "x.jpg")
+    r = run_cli("explain", tmp_path / "norun", "x.jpg")
     assert r.exit_code == 2 and "Run directory not found" in r.stderr
 
 
@@ -147,7 +141,7 @@ def test_explain_any_keras_model_file(tmp_path, photos):
     (tmp_path / "names.json").write_text(
         json.dumps({"0": ["n0", "red"], "1": ["n1", "green"], "2": ["n2", "blue"]})
     )
-    r = run(
+    r = run_cli(
         "explain",
         "--model",
         tmp_path / "m.keras",
@@ -169,7 +163,7 @@ def test_explain_any_keras_model_file(tmp_path, photos):
 
 
 def test_per_layer_gallery(tiny_run, photos, tmp_path):
-    r = run(
+    r = run_cli(
         "explain",
         tiny_run,
         photos,
@@ -193,7 +187,7 @@ def test_per_layer_gallery(tiny_run, photos, tmp_path):
 
 
 def test_features_grid_shows_the_most_active_channels(tiny_run, photos, tmp_path):
-    r = run(
+    r = run_cli(
         "features",
         tiny_run,
         photos,
@@ -217,7 +211,7 @@ def test_features_grid_shows_the_most_active_channels(tiny_run, photos, tmp_path
         want = np.argsort(-a.reshape(-1, a.shape[-1]).mean(axis=0), kind="stable")[:4]
         assert rec["channels"]["block1_relu"] == [int(c) for c in want]
         assert cv2.imread(rec["outputs"]["block1_relu"]) is not None
-    r = run("features", tiny_run, photos, "--layer", "nope", "--out", tmp_path)
+    r = run_cli("features", tiny_run, photos, "--layer", "nope", "--out", tmp_path)
     assert r.exit_code == 2 and "Unknown layer 'nope'" in r.stderr
-    r = run("features", tiny_run)
+    r = run_cli("features", tiny_run)
     assert r.exit_code == 2 and "at least one image" in r.stderr

@@ -11,9 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
-from tfcam.cli import cli
+from conftest import run_cli
 
 CLI = [sys.executable, "-c", "from tfcam.cli import main; main()"]
 
@@ -101,24 +99,21 @@ def test_mirrored_on_a_cpu_matches_no_strategy(tmp_path):
     runs = {}
     for name in ("none", "mirrored"):
         run = tmp_path / name
-        r = CliRunner().invoke(
-            cli,
-            [
-                "fit",
-                "-e",
-                "shapes_tiny",
-                "--strategy",
-                name,
-                "--set",
-                "train.epochs=2",
-                "--set",
-                "train.optimizer=sgd",  # Adam would blow numerical noise up to ±lr
-                "--set",
-                "data.batch_size=64",
-                "--no-report",
-                "--run-dir",
-                str(run),
-            ],
+        r = run_cli(
+            "fit",
+            "-e",
+            "shapes_tiny",
+            "--strategy",
+            name,
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.optimizer=sgd",  # Adam would blow numerical noise up to ±lr
+            "--set",
+            "data.batch_size=64",
+            "--no-report",
+            "--run-dir",
+            str(run),
         )
         assert r.exit_code == 0, (r.output, r.exception)
         runs[name] = _weights(run / "model.keras")
@@ -128,17 +123,15 @@ def test_mirrored_on_a_cpu_matches_no_strategy(tmp_path):
 
 def test_multiworker_needs_tf_config(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    r = CliRunner().invoke(
-        cli,
-        ["fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")],
+    r = run_cli(
+        "fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")
     )
     assert r.exit_code == 2
     assert "reads the cluster from TF_CONFIG, which is not set" in r.output
     assert not (tmp_path / "r").exists()  # nothing written before the check
     monkeypatch.setenv("TF_CONFIG", "{not json")
-    r = CliRunner().invoke(
-        cli,
-        ["fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")],
+    r = run_cli(
+        "fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")
     )
     assert r.exit_code == 2 and "TF_CONFIG must be JSON" in r.output
     monkeypatch.setenv(
@@ -147,10 +140,9 @@ def test_multiworker_needs_tf_config(tmp_path, monkeypatch):
             {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}
         ),
     )
-    r = CliRunner().invoke(
-        cli,
-        ["fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")],
+    r = run_cli(
+        "fit", "-e", "shapes_tiny", "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")
     )
     assert r.exit_code == 2 and "task index 3 is not one of the 1 workers" in r.output
-    r = CliRunner().invoke(cli, ["fit", "-e", "shapes_tiny", "--strategy", "ring"])
+    r = run_cli("fit", "-e", "shapes_tiny", "--strategy", "ring")
     assert r.exit_code == 2 and "auto" in r.output and "multiworker" in r.output

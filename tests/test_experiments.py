@@ -20,10 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import write_image
-
-from tfcam.cli import cli
+from conftest import run_cli, write_image
 
 WNIDS = {
     "n02093754": "Australian terrier",
@@ -140,7 +137,7 @@ def archives(tmp_path_factory):
 
 def _fit(tmp_path, *args):
     run = tmp_path / "run"
-    r = CliRunner().invoke(cli, ["fit", *args, "--run-dir", str(run)])
+    r = run_cli("fit", *args, "--run-dir", str(run))
     assert r.exit_code == 0, (r.output, r.exception)
     return run
 
@@ -247,35 +244,29 @@ def test_cifar10_pickles_from_a_local_archive_with_checksum(archives, tmp_path):
 def test_cifar10_wrong_checksum_and_dead_url_exit_2(archives, tmp_path, monkeypatch):
     monkeypatch.setenv("TFCAM_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded yet
     url = archives["url"] + "cifar-10-python.tar.gz"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            "-e",
-            "cifar10",
-            "--set",
-            f"data.url={url}",
-            "--set",
-            "data.checksum=md5:" + "0" * 32,
-            "--set",
-            "train.epochs=1",
-            "--run-dir",
-            str(tmp_path / "r1"),
-        ],
+    r = run_cli(
+        "fit",
+        "-e",
+        "cifar10",
+        "--set",
+        f"data.url={url}",
+        "--set",
+        "data.checksum=md5:" + "0" * 32,
+        "--set",
+        "train.epochs=1",
+        "--run-dir",
+        str(tmp_path / "r1"),
     )
     assert r.exit_code == 2
     assert "expected 00000000" in r.output and "--data-dir" in r.output
-    r = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            "-e",
-            "cifar10",
-            "--set",
-            f"data.url={archives['url']}missing.tar.gz",
-            "--run-dir",
-            str(tmp_path / "r2"),
-        ],
+    r = run_cli(
+        "fit",
+        "-e",
+        "cifar10",
+        "--set",
+        f"data.url={archives['url']}missing.tar.gz",
+        "--run-dir",
+        str(tmp_path / "r2"),
     )
     assert r.exit_code == 2
     assert "Could not download" in r.output and "HTTP 404" in r.output
@@ -284,7 +275,7 @@ def test_cifar10_wrong_checksum_and_dead_url_exit_2(archives, tmp_path, monkeypa
 
 
 def test_snakes_binary_from_an_archive_and_message_without_data(archives, tmp_path):
-    r = CliRunner().invoke(cli, ["fit", "-e", "snakes"])
+    r = run_cli("fit", "-e", "snakes")
     assert r.exit_code == 2
     assert "'snakes' experiment has no public download" in r.output
     assert "snake/ and not_snake/" in r.output

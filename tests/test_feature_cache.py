@@ -13,26 +13,20 @@ import pandas as pd
 from tfcam import config
 from tfcam.data.pipeline import make_dataset
 from tfcam.data.sources import load_splits
-from tfcam.models.build import build_classifier, load_model, set_backbone_trainable
+from tfcam.models.build import load_model, set_backbone_trainable
 from tfcam.train import feature_cache as fc
 from tfcam.train.fit import fit
 
 
-def _classifier(seed: int):
-    keras.utils.set_random_seed(seed)
-    model = build_classifier(
-        backbone="simple_cnn",
-        num_classes=3,
-        image_size=32,
-        options={"width": 8},
-        hidden_units=6,
-        dropout=0.0,
+def _classifier(tiny_classifier, seed: int):
+    model = tiny_classifier(
+        num_classes=3, image_size=32, seed=seed, options={"width": 8}, hidden_units=6, dropout=0.0
     )
     set_backbone_trainable(model, False)
     return model
 
 
-def test_one_epoch_on_cached_features_equals_one_epoch_through_the_model():
+def test_one_epoch_on_cached_features_equals_one_epoch_through_the_model(tiny_classifier):
     cfg = config.load_experiment("shapes_tiny")
     splits = load_splits(cfg.data)
     ds = make_dataset(
@@ -43,7 +37,7 @@ def test_one_epoch_on_cached_features_equals_one_epoch_through_the_model():
         batch_size=4,
         num_classes=3,
     )
-    full, cached = _classifier(0), _classifier(0)
+    full, cached = _classifier(tiny_classifier, 0), _classifier(tiny_classifier, 0)
     for a, b in zip(full.get_weights(), cached.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -69,7 +63,7 @@ def test_one_epoch_on_cached_features_equals_one_epoch_through_the_model():
         for a, b, before in zip(
             full.get_layer(name).get_weights(),
             cached.get_layer(name).get_weights(),
-            _classifier(0).get_layer(name).get_weights(),
+            _classifier(tiny_classifier, 0).get_layer(name).get_weights(),
             strict=True,
         ):
             np.testing.assert_allclose(a, b, atol=1e-4)

@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
-from click.testing import CliRunner
+from conftest import run_cli
 
-from tfcam.cli import cli
 from tfcam.config import load_experiment
 from tfcam.train.lr_finder import _Sweep, find_lr, suggest
 
@@ -46,25 +45,20 @@ def test_find_lr_on_shapes_tiny(tmp_path):
 
 
 def test_lr_find_command_and_bad_range(tmp_path):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "lr-find",
-            "--experiment",
-            "shapes_tiny",
-            "--steps",
-            "8",
-            "--out",
-            str(tmp_path / "o"),
-            "--json",
-        ],
+    r = run_cli(
+        "lr-find",
+        "--experiment",
+        "shapes_tiny",
+        "--steps",
+        "8",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
     )
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)  # progress logging goes to stderr
     assert out["steps_run"] <= 8 and out["suggestion"] > 0
-    r = CliRunner().invoke(
-        cli, ["lr-find", "--experiment", "shapes_tiny", "--start", "1", "--end", "0.1"]
-    )
+    r = run_cli("lr-find", "--experiment", "shapes_tiny", "--start", "1", "--end", "0.1")
     assert r.exit_code == 2 and "0 < --start < --end" in r.stderr
-    r = CliRunner().invoke(cli, ["lr-find", "--experiment", "nope"])
+    r = run_cli("lr-find", "--experiment", "nope")
     assert r.exit_code == 2 and "Unknown experiment 'nope'" in r.stderr

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
-from tfcam.cli import cli
 from tfcam.explain import metrics as M
 
 
@@ -123,12 +122,8 @@ def test_average_drop_and_increase_in_confidence():
     assert inc.tolist() == [False, False]
 
 
-def test_randomisation_reinitialises_layers_and_the_cascade_reaches_the_bottom():
-    from tfcam.models.build import build_classifier
-
-    model = build_classifier(
-        backbone="simple_cnn", num_classes=3, image_size=32, options={"width": 8}
-    )
+def test_randomisation_reinitialises_layers_and_the_cascade_reaches_the_bottom(tiny_classifier):
+    model = tiny_classifier(num_classes=3, image_size=32, options={"width": 8})
     names = M.weighted_layers(model)
     assert names[0] == "predictions"
     bn = next(n for n in names if n.endswith("_bn"))
@@ -171,19 +166,16 @@ def test_box_to_input_follows_the_resize_mode():
 
 
 def test_evaluate_cams_command_writes_table_figures_and_report_section(tiny_run, tmp_path):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "evaluate-cams",
-            str(tiny_run),
-            "-m",
-            "gradcam,saliency",
-            "--n",
-            "8",
-            "--sanity-images",
-            "3",
-            "--json",
-        ],
+    r = run_cli(
+        "evaluate-cams",
+        str(tiny_run),
+        "-m",
+        "gradcam,saliency",
+        "--n",
+        "8",
+        "--sanity-images",
+        "3",
+        "--json",
     )
     assert r.exit_code == 0, (r.output, r.exception)
     result = json.loads(r.stdout)
@@ -205,9 +197,7 @@ def test_evaluate_cams_command_writes_table_figures_and_report_section(tiny_run,
     html = (tiny_run / "report" / "index.html").read_text()
     assert "Heatmap metrics" in html and "../evaluate_cams/deletion_insertion.png" in html
 
-    bad = CliRunner().invoke(cli, ["evaluate-cams", str(tiny_run), "-m", "gradcm"])
+    bad = run_cli("evaluate-cams", str(tiny_run), "-m", "gradcm")
     assert bad.exit_code == 2 and "Did you mean 'gradcam'" in bad.output
-    bad = CliRunner().invoke(
-        cli, ["evaluate-cams", str(tiny_run), "--boxes", str(tmp_path / "no.csv")]
-    )
+    bad = run_cli("evaluate-cams", str(tiny_run), "--boxes", str(tmp_path / "no.csv"))
     assert bad.exit_code == 2 and "Boxes file not found" in bad.output

@@ -6,10 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import write_image
-
-from tfcam.cli import cli
+from conftest import run_cli, write_image
 
 #: From a thumbnail to a wide HD frame, as the acceptance asks (height, width).
 SIZES = [(48, 64), (900, 1600), (120, 200), (300, 300), (640, 480), (90, 160), (200, 100)]
@@ -137,21 +134,18 @@ def test_spp_and_masked_pooling_match_numpy_and_ignore_padding():
         np.testing.assert_allclose(avgmax[b, 5:], region.max(axis=(0, 1)), rtol=1e-6)
 
 
-def test_native_model_pools_a_padded_image_like_the_image_alone():
+def test_native_model_pools_a_padded_image_like_the_image_alone(tiny_classifier):
     """In a padded batch, an image's pooled features are close to those it gets alone (only the
     backbone's border convolutions see zeros where they would see their own zero padding), and
     much closer than when the padding is not masked out of the pooling."""
     import keras
 
     from tfcam.data.pipeline import PAD_VALUE
-    from tfcam.models.build import build_classifier
     from tfcam.models.layers import SpatialPyramidPooling
 
-    model = build_classifier(
-        backbone="simple_cnn",
+    model = tiny_classifier(
         num_classes=3,
         image_size=32,
-        weights=None,
         head="spp",
         options={"width": 8},
         variable_size=True,
@@ -175,28 +169,25 @@ def test_native_model_pools_a_padded_image_like_the_image_alone():
 def test_drones_trains_on_mixed_sizes_from_data_dir(mixed_folder, tmp_path):
     root, files, _sizes = mixed_folder
     run = tmp_path / "run"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            "-e",
-            "drones",
-            "--data-dir",
-            str(root),
-            "--weights",
-            "none",
-            "--set",
-            "model.options.alpha=0.35",
-            "--set",
-            "data.image_size=160",
-            "--set",
-            "data.batch_size=4",
-            "--set",
-            "train.epochs=2",
-            "--no-report",
-            "--run-dir",
-            str(run),
-        ],
+    r = run_cli(
+        "fit",
+        "-e",
+        "drones",
+        "--data-dir",
+        str(root),
+        "--weights",
+        "none",
+        "--set",
+        "model.options.alpha=0.35",
+        "--set",
+        "data.image_size=160",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "train.epochs=2",
+        "--no-report",
+        "--run-dir",
+        str(run),
     )
     assert r.exit_code == 0, (r.output, r.exception)
     report = json.loads((run / "data_report.json").read_text())
@@ -211,15 +202,15 @@ def test_drones_trains_on_mixed_sizes_from_data_dir(mixed_folder, tmp_path):
     assert metrics["val"]["n"] == 4
     # The explanation tools take the native-size model too (letterboxed to the cap).
     out = tmp_path / "cams"
-    r = CliRunner().invoke(cli, ["explain", str(run), files[1], "-m", "gradcam", "--out", str(out)])
+    r = run_cli("explain", str(run), files[1], "-m", "gradcam", "--out", str(out))
     assert r.exit_code == 0, (r.output, r.exception)
     assert list(out.rglob("*.png"))
 
 
 def test_augment_preview_augments_native_images_at_their_own_size(mixed_folder):
     from tfcam.config import load_experiment
-    from tfcam.data.augment import augmented_samples
     from tfcam.data.pipeline import PAD_VALUE
+    from tfcam.data.preview import augmented_samples
 
     root, _files, _sizes = mixed_folder
     cfg = load_experiment(

@@ -14,9 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from tfcam.cli import cli
+from conftest import run_cli
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -26,7 +24,7 @@ def img_sources(page: str) -> list[str]:
 
 
 def test_report_sections_and_figures_on_disk(tiny_run):
-    r = CliRunner().invoke(cli, ["report", str(tiny_run)])
+    r = run_cli("report", str(tiny_run))
     assert r.exit_code == 0, r.stderr
     page = (tiny_run / "report" / "index.html").read_text()
     ids = re.findall(r'<section id="([^"]+)">', page)
@@ -50,7 +48,7 @@ def test_report_sections_and_figures_on_disk(tiny_run):
 
 
 def test_report_command_on_a_missing_run(tmp_path):
-    r = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
+    r = run_cli("report", str(tmp_path / "nope"))
     assert r.exit_code == 2 and "Run directory not found" in r.stderr
 
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
-from tfcam.cli import cli
+from conftest import run_cli
 
 CLI = [sys.executable, "-c", "from tfcam.cli import main; main()"]
 METRICS = ["val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "seconds"]
@@ -47,22 +45,19 @@ def _hparams_sessions(logdir: Path) -> dict[str, dict]:
 
 def test_two_by_two_sweep_runs_four_trials_with_hparams_and_compare(tmp_path):
     sweep = tmp_path / "sweep"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            "-e",
-            "shapes_tiny",
-            "--sweep",
-            "train.learning_rate=0.01,0.001",
-            "--sweep",
-            "data.batch_size=8,16",
-            "--set",
-            "train.epochs=1",
-            "--no-report",
-            "--run-dir",
-            str(sweep),
-        ],
+    r = run_cli(
+        "fit",
+        "-e",
+        "shapes_tiny",
+        "--sweep",
+        "train.learning_rate=0.01,0.001",
+        "--sweep",
+        "data.batch_size=8,16",
+        "--set",
+        "train.epochs=1",
+        "--no-report",
+        "--run-dir",
+        str(sweep),
     )
     assert r.exit_code == 0, (r.output, r.exception)
     spec = json.loads((sweep / "sweep.json").read_text())
@@ -90,7 +85,7 @@ def test_two_by_two_sweep_runs_four_trials_with_hparams_and_compare(tmp_path):
         (0.01, 16.0),
     ]
 
-    r = CliRunner().invoke(cli, ["compare", str(sweep), "--json"])
+    r = run_cli("compare", str(sweep), "--json")
     assert r.exit_code == 0, (r.output, r.exception)
     result = json.loads(r.stdout)
     assert result["columns"] == ["data.batch_size", "train.learning_rate", *METRICS]
@@ -170,9 +165,7 @@ def test_killed_sweep_resumes_only_the_third_and_fourth_trials(tmp_path):
     ],
 )
 def test_bad_sweep_value_exits_2_before_training(tmp_path, sweep, expected):
-    r = CliRunner().invoke(
-        cli, ["fit", "-e", "shapes_tiny", "--sweep", sweep, "--run-dir", str(tmp_path / "s")]
-    )
+    r = run_cli("fit", "-e", "shapes_tiny", "--sweep", sweep, "--run-dir", str(tmp_path / "s"))
     assert r.exit_code == 2, r.output
     assert expected in r.output
     assert "Traceback" not in r.output
@@ -181,22 +174,19 @@ def test_bad_sweep_value_exits_2_before_training(tmp_path, sweep, expected):
 
 def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "s"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "fit",
-            "-e",
-            "shapes_tiny",
-            "--sweep",
-            "train.learning_rate=1e30,0.001",
-            "--set",
-            "train.optimizer=sgd",
-            "--set",
-            "train.epochs=1",
-            "--no-report",
-            "--run-dir",
-            str(sweep),
-        ],
+    r = run_cli(
+        "fit",
+        "-e",
+        "shapes_tiny",
+        "--sweep",
+        "train.learning_rate=1e30,0.001",
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.epochs=1",
+        "--no-report",
+        "--run-dir",
+        str(sweep),
     )
     assert r.exit_code == 0, (r.output, r.exception)
     trials = json.loads((sweep / "sweep.json").read_text())["trials"]
@@ -209,24 +199,21 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_compare_flags_runs_with_different_class_sets(tmp_path):
     runs = []
     for name, classes in (("three", "[circle,square,triangle]"), ("two", "[circle,square]")):
-        r = CliRunner().invoke(
-            cli,
-            [
-                "fit",
-                "-e",
-                "shapes_tiny",
-                "--set",
-                f"data.shapes.classes={classes}",
-                "--set",
-                "train.epochs=1",
-                "--no-report",
-                "--run-dir",
-                str(tmp_path / name),
-            ],
+        r = run_cli(
+            "fit",
+            "-e",
+            "shapes_tiny",
+            "--set",
+            f"data.shapes.classes={classes}",
+            "--set",
+            "train.epochs=1",
+            "--no-report",
+            "--run-dir",
+            str(tmp_path / name),
         )
         assert r.exit_code == 0, (r.output, r.exception)
         runs.append(str(tmp_path / name))
-    r = CliRunner().invoke(cli, ["compare", *runs, "--out", str(tmp_path / "cmp"), "--json"])
+    r = run_cli("compare", *runs, "--out", str(tmp_path / "cmp"), "--json")
     assert r.exit_code == 0, (r.output, r.exception)
     result = json.loads(r.stdout)
     assert len(result["warnings"]) == 1
@@ -239,5 +226,57 @@ def test_compare_flags_runs_with_different_class_sets(tmp_path):
     html = (tmp_path / "cmp" / "index.html").read_text()
     assert "different class sets" in html
 
-    bad = CliRunner().invoke(cli, ["compare", str(tmp_path)])
+    bad = run_cli("compare", str(tmp_path))
     assert bad.exit_code == 2 and "neither a run directory" in bad.output
+
+
+def test_run_sweep_as_a_library_call(tmp_path):
+    from tfcam.errors import UserError
+    from tfcam.train.sweep import run_sweep
+
+    sweep = tmp_path / "sweep"
+    out = run_sweep(
+        experiment="shapes_tiny",
+        sweeps=["train.learning_rate=0.01,0.001"],
+        overrides=["train.epochs=1", "train.tensorboard_cams=0"],
+        sweep_dir=sweep,
+        report=False,
+    )
+    ids = ["01-learning_rate=0.01", "02-learning_rate=0.001"]
+    assert out["path"] == str(sweep)
+    assert [t["id"] for t in out["trials"]] == ids
+    spec = json.loads((sweep / "sweep.json").read_text())
+    assert spec["experiment"] == "shapes_tiny" and spec["data_dir"] is None
+    assert spec["overrides"] == ["train.epochs=1", "train.tensorboard_cams=0"]
+    assert spec["grid"] == {"train.learning_rate": ["0.01", "0.001"]}
+    assert spec["trials"] == out["trials"]
+    import yaml
+
+    for t, lr in zip(spec["trials"], (0.01, 0.001), strict=True):
+        assert t["status"] == "completed" and t["reason"] is None and t["seconds"] > 0
+        assert t["assignments"] == {"train.learning_rate": str(lr)}
+        run = sweep / t["run_dir"]
+        assert run == sweep / "trials" / t["id"]
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        assert cfg["train"]["learning_rate"] == lr and cfg["train"]["epochs"] == 1
+        history = pd.read_csv(run / "history.csv")
+        assert history["epoch"].tolist() == [1]  # the override reached training …
+        assert history["learning_rate"].tolist() == pytest.approx([lr])  # … and so did the trial's
+        assert json.loads((run / "state.json").read_text())["status"] == "completed"
+        assert (run / "model.keras").is_file() and not (run / "report").exists()
+    # The compare of the trials, in the returned value and on disk.
+    rows = {r["run"]: r for r in out["compare"]["runs"]}
+    assert set(rows) == set(ids)
+    for t in spec["trials"]:
+        m = json.loads((sweep / t["run_dir"] / "metrics.json").read_text())
+        assert rows[t["id"]]["val_accuracy"] == pytest.approx(m["val"]["accuracy"])
+        assert rows[t["id"]]["train.learning_rate"] == float(
+            t["assignments"]["train.learning_rate"]
+        )
+    assert (sweep / "compare" / "compare.csv").is_file() and (sweep / "hparams").is_dir()
+    # A second sweep into the same folder is refused; a bad value is refused before anything.
+    with pytest.raises(UserError, match="exists and is not empty; use --resume"):
+        run_sweep(experiment="shapes_tiny", sweeps=["train.learning_rate=0.1"], sweep_dir=sweep)
+    with pytest.raises(UserError, match=r"Sweep trial 02-epochs=0 \(train.epochs=0\)"):
+        run_sweep(experiment="shapes_tiny", sweeps=["train.epochs=1,0"], sweep_dir=tmp_path / "b")
+    assert not (tmp_path / "b").exists()

@@ -21,7 +21,6 @@ from PIL import Image
 from tfcam import config
 from tfcam.data.pipeline import read_images
 from tfcam.errors import TrainingDiverged, UserError
-from tfcam.models.build import build_classifier
 from tfcam.train.fit import fit
 
 RUN_FILES = (
@@ -158,7 +157,7 @@ def test_odd_files_are_read_and_broken_ones_skipped(tmp_path, caplog):
     assert (result.run_dir / "model.keras").is_file()
 
 
-def test_two_phases_freeze_then_fine_tune(tmp_path):
+def test_two_phases_freeze_then_fine_tune(tmp_path, tiny_classifier):
     cfg = config.load_experiment(
         "shapes_tiny",
         [
@@ -176,13 +175,9 @@ def test_two_phases_freeze_then_fine_tune(tmp_path):
 
     # Phase 1 left the frozen backbone exactly as initialised (same seed, same build), batch-norm
     # statistics included: frozen batch normalisation runs in inference mode.
-    keras.utils.set_random_seed(cfg.train.seed)
-    fresh = build_classifier(
-        backbone="simple_cnn", num_classes=3, image_size=32, options={"width": 8}, dropout=0.0
-    )
-    after_phase1 = build_classifier(
-        backbone="simple_cnn", num_classes=3, image_size=32, options={"width": 8}, dropout=0.0
-    )
+    build = {"num_classes": 3, "image_size": 32, "options": {"width": 8}, "dropout": 0.0}
+    fresh = tiny_classifier(seed=cfg.train.seed, **build)
+    after_phase1 = tiny_classifier(**build)
     after_phase1.load_weights(result.run_dir / "checkpoints" / "phase1_end.weights.h5")
     for name in ("block1_conv1", "block1_conv1_bn", "block4_conv2"):
         for a, b in zip(
@@ -304,7 +299,7 @@ def test_resume_after_the_last_phase_keeps_its_weights(tmp_path):
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1]
 
 
-def test_gpu_switches_are_wired_and_harmless_on_cpu(tmp_path, caplog, monkeypatch):
+def test_gpu_switches_are_wired_and_harmless_on_cpu(tmp_path, caplog, monkeypatch, tiny_classifier):
     import logging
 
     import tensorflow as tf
@@ -333,7 +328,7 @@ def test_gpu_switches_are_wired_and_harmless_on_cpu(tmp_path, caplog, monkeypatc
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"])
     try:
         assert fit_mod.set_precision(cfg) == "mixed_float16"
-        m = build_classifier(backbone="simple_cnn", num_classes=3, image_size=32)
+        m = tiny_classifier(num_classes=3, image_size=32)
         assert m.get_layer("predictions").compute_dtype == "float32"
         assert m.get_layer("block1_conv1").compute_dtype == "float16"
     finally:

@@ -15,7 +15,7 @@ from tfcam.errors import UserError, choices_message
 from tfcam.explain.cams import explain_cam
 from tfcam.explain.engine import Explainer, Explanation, explainer_for
 from tfcam.explain.gradients import explain_gradients
-from tfcam.explain.methods import CAM, GRADIENT_CAM, METHODS, TABLE
+from tfcam.explain.methods import CAM, GRADIENT_CAM, TABLE
 
 _CAM_OPTIONS = ("layers", "targets", "eigen_smooth", "aug_smooth", "max_n", "chunk")
 _GRADIENT_OPTIONS = ("targets", "samples", "noise", "steps", "baseline", "layers", "seed")
@@ -27,7 +27,7 @@ def explain(explainer: Explainer, images: np.ndarray, method: str, **options) ->
     Options not used by the method are ignored, so one option set serves a list of methods.
     """
     if method not in TABLE:
-        raise UserError(choices_message("method", method, METHODS))
+        raise UserError(choices_message("method", method, list(TABLE)))
     if TABLE[method].kind in (GRADIENT_CAM, CAM):
         opts = {k: v for k, v in options.items() if k in _CAM_OPTIONS}
         return explain_cam(explainer, images, method, **opts)

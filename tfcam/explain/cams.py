@@ -41,7 +41,7 @@ from tfcam.explain.engine import (
     upsample,
     warn_constant,
 )
-from tfcam.explain.methods import CAM_METHODS, GRADIENT_CAM, TABLE, registrar
+from tfcam.explain.methods import CAM, GRADIENT_CAM, TABLE, registrar
 
 _EPS = 1e-7
 
@@ -319,7 +319,7 @@ def explain_cam(
     max_n: int | None = None,
     chunk: int = 64,
 ) -> Explanation:
-    """CAMs of a batch of images with any method of :data:`CAM_METHODS`.
+    """CAMs of a batch of images with any CAM of the method table (:data:`CAM_METHODS`).
 
     Args:
         explainer: The model's :class:`~tfcam.explain.engine.Explainer`.
@@ -338,8 +338,9 @@ def explain_cam(
     Raises:
         UserError: Unknown method, layer or class.
     """
-    if method not in CAM_METHODS:
-        raise UserError(choices_message("CAM method", method, CAM_METHODS))
+    if method not in TABLE or TABLE[method].kind not in (GRADIENT_CAM, CAM):
+        cams = [n for n, m in TABLE.items() if m.kind in (GRADIENT_CAM, CAM)]
+        raise UserError(choices_message("CAM method", method, cams))
     layers = explainer.resolve_layers(layers)
     images = np.asarray(images, np.float32)
     if images.ndim == 3:

@@ -117,6 +117,20 @@ def layer_lines(model: keras.Model) -> list[str]:
     return [f"{n}{'  (default)' if n == default else ''}" for n in spatial_layers(model)]
 
 
+class _ImageFolders:
+    """``OUT/<stem>/`` per image; a stem seen before gets ``<stem>-2/``, ``<stem>-3/`` … so two
+    inputs named alike (``a/img.png``, ``b/img.png``) never overwrite each other's pictures."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, path: Path) -> Path:
+        n = self.seen.get(path.stem, 0)
+        self.seen[path.stem] = n + 1
+        return self.out_dir / (path.stem if n == 0 else f"{path.stem}-{n + 1}")
+
+
 def _save_png(path: Path, rgb_or_grey: np.ndarray) -> None:
     import cv2
 
@@ -198,7 +212,7 @@ def explain_files(
     if target is not None:
         explainer.resolve_targets(target, 1)  # fail early on an unknown class
     options = dict(options or {})
-    stems: dict[str, int] = {}
+    folder_of = _ImageFolders(out_dir)
     records = []
     skipped = []
     for start in range(0, len(files), batch_size):
@@ -214,11 +228,7 @@ def explain_files(
                 progress(len(files[start : start + batch_size]))
             continue
         x = np.stack(images)
-        folders = []
-        for f in chunk:
-            n = stems.get(f.stem, 0)
-            stems[f.stem] = n + 1
-            folders.append(out_dir / (f.stem if n == 0 else f"{f.stem}-{n + 1}"))
+        folders = [folder_of(f) for f in chunk]
         batch_records = [{"image": str(f), "outputs": {}} for f in chunk]
         for method in methods:
             method_layers = layer_names if TABLE[method].uses_layer else layer_names[:1]
@@ -300,7 +310,8 @@ def write_feature_maps(
     order: str = "first",
     out_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Feature-map grids: ``OUT/<image>/features-<layer>.png`` per image and layer.
+    """Feature-map grids: ``OUT/<image stem>/features-<layer>.png`` per image and layer (a stem
+    seen before gets ``<stem>-2/``, as in :func:`explain_files`).
 
     Args:
         source: The model and how to feed it.
@@ -334,17 +345,19 @@ def write_feature_maps(
         layers = [early if early in names else names[min(1, len(names) - 1)]]
     layer_names = explainer.resolve_layers(list(layers))
     records = []
+    folder_of = _ImageFolders(out_dir)
     for start in range(0, len(files), 16):
         chunk = files[start : start + 16]
         x = read_images([str(f) for f in chunk], source.image_size, source.resize)
         maps = feature_maps(explainer, x, layer_names)
         for i, f in enumerate(chunk):
             rec: dict[str, Any] = {"image": str(f), "outputs": {}, "channels": {}}
+            folder = folder_of(f)
             for name in layer_names:
                 a = maps[name][i]
                 channels = select_channels(a, count, order)
                 fig = feature_grid(a, channels, title=f"{f.name}: {name} ({order} channels)")
-                path = out_dir / f.stem / f"features-{name}.png"
+                path = folder / f"features-{name}.png"
                 with atomic_path(path) as tmp:
                     tmp.write_bytes(to_png(fig, dpi=80))
                 rec["outputs"][name] = str(path)

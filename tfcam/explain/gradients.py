@@ -37,7 +37,7 @@ from tfcam.explain.engine import (
     predicted_classes,
     warn_constant,
 )
-from tfcam.explain.methods import GRADIENT_METHODS, registrar
+from tfcam.explain.methods import GRADIENT, TABLE, registrar
 
 BASELINES = ("black", "white", "blur", "uniform")
 
@@ -251,8 +251,9 @@ def explain_gradients(
         An :class:`~tfcam.explain.engine.Explanation` keyed by the method name: ``heatmaps``
         ``[N, H, W]`` in [0, 1] and ``raw`` attributions ``[N, H, W, 3]``.
     """
-    if method not in GRADIENT_METHODS:
-        raise UserError(choices_message("gradient method", method, GRADIENT_METHODS))
+    if method not in TABLE or TABLE[method].kind != GRADIENT:
+        names = [n for n, m in TABLE.items() if m.kind == GRADIENT]
+        raise UserError(choices_message("gradient method", method, names))
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
         images = images[None]

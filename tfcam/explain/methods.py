@@ -163,7 +163,8 @@ _row(
     aliases=("ig",),
 )
 
-# Views of the table, for code that asks "which methods are of this kind".
+# Views of the table as it stands after this module's rows (code that must see rows registered
+# later, e.g. by a user's own rule, reads TABLE itself).
 METHODS = tuple(TABLE)
 GRADIENT_CAMS = tuple(n for n, m in TABLE.items() if m.kind == GRADIENT_CAM)
 CAM_METHODS = tuple(n for n, m in TABLE.items() if m.kind in (GRADIENT_CAM, CAM))
@@ -217,7 +218,7 @@ def parse_methods(values) -> list[str]:
             if not name:
                 continue
             if name not in TABLE:
-                raise UserError(choices_message("method", name, METHODS))
+                raise UserError(choices_message("method", name, list(TABLE)))
             if name not in out:
                 out.append(name)
     return out
