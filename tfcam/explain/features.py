@@ -25,16 +25,11 @@ def feature_maps(
     """Activations ``{layer: float32 [N, h, w, C]}`` (one compiled forward pass per batch)."""
     layers = explainer.resolve_layers(layers)
 
-    def build():
+    def make_body():
         graph = explainer.graph(layers)
+        return lambda x: graph(x, training=False)[:-1]
 
-        @tf.function(input_signature=[explainer.image_spec()], reduce_retracing=True)
-        def fn(x):
-            return graph(x, training=False)[:-1]
-
-        return fn
-
-    fn = explainer.compiled(("features", layers), build)
+    fn = explainer.compiled_batch(("features", layers), make_body, targets=False)
     parts = [fn(tf.constant(b)) for _, b in explainer.batches(images)]
     return {
         name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(layers)
