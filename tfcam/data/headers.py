@@ -114,40 +114,60 @@ def _exif_block_op(contents: tf.Tensor) -> tf.Tensor:
     block = tf.constant(b"")
     # Tried in reverse order of preference, so the preferred marker wins where several match.
     for marker, skip in ((b"EXIF", 4), (b"eXIf", 0), (b"Exif\x00\x00", 0)):
-        parts = tf.strings.split(prefix, sep=marker, maxsplit=1)
-        rest = tf.strings.join([parts[-1], b"\x00" * skip])
-        found = tf.size(parts) > 1
+        found, rest = _after(prefix, marker)
+        rest = tf.strings.join([rest, b"\x00" * skip])
         block = tf.where(found, tf.strings.substr(rest, skip, _HEADER_BYTES), block)
     return block
 
 
+def _after(text: tf.Tensor, marker: bytes) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(found, what follows the first marker)`` of a scalar string (the text when absent).
+
+    The raw split op: one node, where ``tf.strings.split`` builds a ragged tensor of dozens,
+    which made tracing every ``tf.data`` map slower."""
+    _, values, shape = tf.raw_ops.StringSplitV2(input=tf.reshape(text, [1]), sep=marker, maxsplit=1)
+    return shape[1] > 1, values[-1]
+
+
+_BYTES = tf.TensorSpec([], tf.string)
+
+
+# Compiled once per process and called from every decoder graph: tracing these ops into each new
+# tf.data map would cost more than running them.
+@tf.function(input_signature=[_BYTES])
 def orientation_op(contents: tf.Tensor) -> tf.Tensor:
     """TensorFlow ops: the EXIF orientation tag (1–8) of encoded bytes; 1 when absent or odd."""
-    b = tf.cast(tf.io.decode_raw(_exif_block_op(contents), tf.uint8), tf.int64)
+    block = _exif_block_op(contents)
+    return tf.cond(tf.strings.length(block) >= 8, lambda: _tiff_orientation(block), lambda: 1)
+
+
+def _tiff_orientation(block: tf.Tensor) -> tf.Tensor:
+    b = tf.cast(tf.io.decode_raw(block, tf.uint8), tf.int64)
     n = tf.size(b, out_type=tf.int64)
-    b = tf.pad(b, [[0, 16]])  # every read below stays inside, wherever an offset points
+    b = tf.pad(b, [[0, 4]])  # every read below stays inside, wherever an offset points
     little = (b[0] == 73) & (b[1] == 73)  # "II"
     big = (b[0] == 77) & (b[1] == 77)  # "MM"
+    # 16- and 32-bit numbers starting at every byte, in the block's byte order.
+    b0, b1, b2, b3 = b[:-3], b[1:-2], b[2:-1], b[3:]
+    u16 = tf.where(little, b0 + 256 * b1, 256 * b0 + b1)
+    u32 = tf.where(little, u16 + 65536 * (b2 + 256 * b3), 65536 * u16 + 256 * b2 + b3)
 
-    def num(at: tf.Tensor, size: int) -> tf.Tensor:
-        at = tf.clip_by_value(at, 0, n)
-        values = tf.gather(b, at[..., None] + tf.range(size, dtype=tf.int64))
-        weights = tf.constant([256**i for i in range(size)], tf.int64)
-        weights = tf.where(little, weights, tf.reverse(weights, [0]))
-        return tf.reduce_sum(values * weights, axis=-1)
+    def at(values: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+        return tf.gather(values, tf.clip_by_value(offset, 0, n))
 
-    ifd = num(tf.constant(4, tf.int64), 4)
+    ifd = at(u32, tf.constant(4, tf.int64))
     k = tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64)
     entry = ifd + 2 + 12 * k
-    match = (k < num(ifd, 2)) & (entry + 12 <= n) & (num(entry, 2) == 0x0112)
+    match = (k < at(u16, ifd)) & (entry + 12 <= n) & (at(u16, entry) == 0x0112)
     e = tf.gather(entry, tf.argmax(tf.cast(match, tf.int32), output_type=tf.int64))
-    kind = num(e + 2, 2)  # 3 SHORT (the standard), 4 LONG, 1 BYTE
-    value = tf.where(kind == 3, num(e + 8, 2), tf.where(kind == 4, num(e + 8, 4), num(e + 8, 1)))
+    kind = at(u16, e + 2)  # 3 SHORT (the standard), 4 LONG, 1 BYTE
+    value = tf.where(kind == 3, at(u16, e + 8), tf.where(kind == 4, at(u32, e + 8), at(b, e + 8)))
     ok = (little | big) & tf.reduce_any(match) & (value >= 1) & (value <= 8)
     ok = ok & ((kind == 1) | (kind == 3) | (kind == 4))
     return tf.cast(tf.where(ok, value, 1), tf.int32)
 
 
+@tf.function(input_signature=[_BYTES])
 def png_opaque_op(contents: tf.Tensor) -> tf.Tensor:
     """TensorFlow ops: whether PNG bytes (call on PNG bytes only) hold 1, 2 or 4 bits per sample
     (grey or palette) and no ``tRNS`` chunk, so every pixel is opaque. TensorFlow's decoder fills
@@ -155,9 +175,9 @@ def png_opaque_op(contents: tf.Tensor) -> tf.Tensor:
     for a 1-bit image), so the decoder must not trust it."""
     bit_depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]
     head = tf.strings.substr(contents, 0, _HEADER_BYTES)
-    before_pixels = tf.strings.split(head, sep=b"IDAT", maxsplit=1)[0]
+    _, values, _ = tf.raw_ops.StringSplitV2(input=tf.reshape(head, [1]), sep=b"IDAT", maxsplit=1)
     # Split, not a regex: RE2 reads UTF-8, and chunk data is arbitrary bytes.
-    has_trns = tf.size(tf.strings.split(before_pixels, sep=b"tRNS", maxsplit=1)) > 1
+    has_trns, _ = _after(values[0], b"tRNS")
     return (bit_depth < 8) & tf.logical_not(has_trns)
 
 
