@@ -110,3 +110,23 @@ def test_bad_sort_key_and_paths(runs, tmp_path):
         compare_table([tmp_path])
     with pytest.raises(UserError, match="Give run directories or a sweep folder"):
         compare_table([])
+
+
+def test_compare_page_escapes_user_named_values(tiny_run, tmp_path):
+    import shutil
+
+    from tfcam.report.compare import write_compare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_run, a)
+    shutil.copytree(tiny_run, b)
+    cfg = b / "config.yaml"
+    text = cfg.read_text()
+    hostile = "<img src=x onerror=alert(1)>"
+    assert "  data_dir: null" in text
+    cfg.write_text(text.replace("  data_dir: null", f"  data_dir: '{hostile}'", 1))
+    page = (tmp_path / "out").joinpath("index.html")
+    write_compare([str(a), str(b)], tmp_path / "out")
+    body = page.read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body  # shown, as text
+    assert "<img src=x" not in body

@@ -189,7 +189,9 @@ def write_compare(
             if report.is_file()
             else html.escape(name)
         )
-    shown.index = links
+    shown.index = links  # already escaped; every other cell and label is escaped here
+    shown = shown.map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    shown.columns = [html.escape(str(c)) for c in shown.columns]
     parts = [f'<p class="muted">{html.escape(w)}</p>' for w in warnings]
     parts.append(shown.to_html(escape=False, float_format="%.4f", na_rep=""))
     sections = [
