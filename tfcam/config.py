@@ -61,6 +61,14 @@ class DataConfig:
     url: str | None = None
     #: ``md5:<hex>`` or ``sha256:<hex>`` the downloaded archive must have.
     checksum: str | None = None
+    #: At most this many gigabytes are unpacked from a download (archives inside it included):
+    #: far above any bundled experiment's data (the largest, Imagewoof, is 1.3 GB), yet a stop
+    #: before a zip bomb fills the disk.
+    unpack_limit_gb: float = 50.0
+    #: At most this many times the archive's size is unpacked (checked past 100 MB). Images barely
+    #: compress (JPEG/PNG archives unpack to 1.0–1.2 times their size, CIFAR's pickles 1.1), text
+    #: a few times; deflate reaches about 1000:1 on zeros and bzip2 far more.
+    unpack_max_ratio: float = 200.0
     #: Name of the dataset's folder inside the archive or ``data_dir`` (searched a few levels down).
     root_name: str | None = None
     #: Use only these class folders (all when empty).
@@ -384,6 +392,8 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     if d.checksum:
         parse_checksum(d.checksum)
+    need(d.unpack_limit_gb > 0, "data.unpack_limit_gb", d.unpack_limit_gb, "must be positive")
+    need(d.unpack_max_ratio >= 1, "data.unpack_max_ratio", d.unpack_max_ratio, "at least 1")
     need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "no repeats")
     need(not d.classes or len(d.classes) >= 2, "data.classes", list(d.classes), "at least two")
     need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "must be in [0, 1)")

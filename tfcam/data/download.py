@@ -1,48 +1,67 @@
 """Downloading and unpacking dataset archives into the tfcam cache.
 
 An experiment whose data can be fetched names an archive URL (``data.url``); when no
-``--data-dir`` is given, :func:`fetch_archive` downloads it once into
-``<cache>/downloads/``, checks its digest when the experiment gives one, unpacks it into
-``<cache>/datasets/<name>-<hash of the URL>/`` (archives inside the archive too, as in the
-official Caltech-101 zip) and returns that folder. Every step is atomic: the download goes to a
-``.part`` file that is renamed when complete, and the unpacked tree is built in a temporary folder
-that is renamed into place, so an interrupted download or extraction is started again next time
-instead of being used half-done.
+``--data-dir`` is given, :func:`fetch_archive` downloads it into ``<cache>/downloads/``, unpacks
+it (archives inside it too, as in the official Caltech-101 zip) into
+``<cache>/datasets/<name>-<hash of the URL>/`` and returns that folder.
 
-Plain Python only (``urllib``, ``tarfile``, ``zipfile``): ``http://``, ``https://`` and
-``file://`` URLs work the same, which is how the tests serve small archives from 127.0.0.1.
+**What is checked, on every use.** The unpacked folder carries a marker written last, which
+records what was verified: the URL, ``data.checksum`` when the experiment gives one, and the
+source's identity when it was fetched. The folder is used only while that still holds:
+
+* with ``data.checksum``, the checksum must be the one the folder was unpacked under (no network
+  needed: the content is pinned); another checksum verifies the cached download again, or
+  downloads anew, and unpacks again;
+* without it, the source must look unchanged: for ``file://`` its size and modification time
+  (``stat``); for ``http(s)://`` its ``ETag``, else ``Last-Modified`` and ``Content-Length``,
+  asked with a ``HEAD`` request. A server that sends none of these cannot be checked (pin the
+  content with ``data.checksum``), and when the source cannot be reached (offline) the cached
+  copy is used with a warning.
+
+**Nothing broken is kept.** The download goes to a ``.part`` file renamed when complete and its
+digest right; the tree is unpacked into ``<folder>.tmp`` and renamed into place only when the
+whole archive unpacked (see :mod:`tfcam.data.unpack` for the checks and the size limits). A
+download whose digest is wrong or that cannot be unpacked is deleted, so that the next run,
+after the source is fixed, fetches it again; one over the size limits is kept (raising the limit
+is enough) and nothing of it is left in ``datasets/``.
+
+Plain Python only (``urllib``): ``http://``, ``https://`` and ``file://`` URLs work the same,
+which is how the tests serve small archives from 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from tfcam.config import parse_checksum
+from tfcam.data.unpack import (
+    DEFAULT_LIMIT_GB,
+    DEFAULT_MAX_RATIO,
+    JUNK_DIRS,
+    DamagedArchive,
+    human_bytes,
+    unpack_archive,
+    unpack_tree,
+)
 from tfcam.errors import UserError
 from tfcam.paths import cache_dir
 
 log = logging.getLogger("tfcam")
 
-#: Archive suffixes that are unpacked (nested ones too).
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip")
-#: Folders that archivers add and that are never data.
-JUNK_DIRS = ("__MACOSX",)
+#: The file in an unpacked folder that says it is complete and what it was verified against.
+MARKER = ".tfcam-complete"
 _CHUNK = 1 << 20
-
-
-def _is_archive(name: str) -> bool:
-    return name.lower().endswith(ARCHIVE_SUFFIXES)
+_HEADERS = {"User-Agent": "tfcam"}
 
 
 def _url_name(url: str) -> str:
@@ -58,6 +77,100 @@ def _digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def _sidecar(dest: Path) -> Path:
+    """What is known about a cached download: its URL, SHA-256 and source identity."""
+    return dest.with_name(dest.name + ".json")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _http_state(headers) -> dict:
+    names = {"etag": "ETag", "last_modified": "Last-Modified", "length": "Content-Length"}
+    return {k: headers.get(h) for k, h in names.items() if headers.get(h)}
+
+
+def _file_state(url: str) -> dict | None:
+    path = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def source_state(url: str, *, timeout: float = 10.0) -> dict | None:
+    """What identifies the file at ``url`` now, without downloading it; None when unknown.
+
+    ``file://``: ``{"size", "mtime_ns"}`` from ``stat``. ``http(s)://``: ``{"etag",
+    "last_modified", "length"}`` (those the server sends) from a ``HEAD`` request.
+    """
+    if urllib.parse.urlparse(url).scheme == "file":
+        return _file_state(url)
+    try:
+        req = urllib.request.Request(url, headers=_HEADERS, method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return _http_state(resp.headers)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def same_state(recorded: dict, current: dict) -> bool:
+    """Whether two :func:`source_state` answers describe the same file (True when neither holds
+    anything to compare: such a source cannot be checked)."""
+
+    def both(key: str) -> bool:
+        return recorded.get(key) is not None and current.get(key) is not None
+
+    if both("mtime_ns"):
+        return recorded["mtime_ns"] == current["mtime_ns"] and recorded.get("size") == current.get(
+            "size"
+        )
+    if both("etag"):
+        return recorded["etag"] == current["etag"]
+    if both("last_modified"):
+        if both("length") and recorded["length"] != current["length"]:
+            return False
+        return recorded["last_modified"] == current["last_modified"]
+    if both("length"):
+        return recorded["length"] == current["length"]
+    return True
+
+
+def _source_unchanged(url: str, recorded) -> bool:
+    current = source_state(url)
+    if current is None:
+        log.warning(f"Could not check whether {url} changed since it was fetched; using the cache")
+        return True
+    return isinstance(recorded, dict) and same_state(recorded, current)
+
+
+def _cached_download_ok(url: str, dest: Path, check: tuple[str, str] | None, say) -> bool:
+    if check is not None:
+        if _digest(dest, check[0]) == check[1]:
+            return True
+        say(f"The cached {dest} does not have {check[0]} {check[1]}; downloading it again")
+        return False
+    meta = _read_json(_sidecar(dest))
+    if meta is None or meta.get("url") != url:
+        return False
+    if not _source_unchanged(url, meta.get("source")):
+        say(f"{url} changed since it was downloaded; downloading it again")
+        return False
+    return True
+
+
 def download(
     url: str,
     dest: Path,
@@ -67,6 +180,10 @@ def download(
     timeout: float = 60.0,
 ) -> Path:
     """Downloads ``url`` to ``dest`` (atomically), unless ``dest`` exists and passes the check.
+
+    The check is the checksum when one is given; otherwise that the source is unchanged since
+    ``dest`` was downloaded (see the module's notes). Beside ``dest``, ``<dest>.json`` records
+    the URL, the SHA-256 and the source's identity.
 
     Args:
         url: ``http(s)://`` or ``file://`` address.
@@ -80,27 +197,36 @@ def download(
 
     Raises:
         UserError: The download failed or the file's digest is wrong (the message says what to
-            do instead: download it by hand and give ``--data-dir``).
+            do instead: download it by hand and give ``--data-dir``); nothing is kept.
     """
     check = parse_checksum(checksum)
     dest = Path(dest)
-    if dest.is_file() and (check is None or _digest(dest, check[0]) == check[1]):
+    say = progress or log.info
+    if dest.is_file() and _cached_download_ok(url, dest, check, say):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    say = progress or log.info
     say(f"Downloading {url} …")
     t0 = last = time.monotonic()
     done = 0
+    hashes = {"sha256": hashlib.sha256()}
+    if check is not None:
+        hashes.setdefault(check[0], hashlib.new(check[0]))
     try:
-        req = urllib.request.Request(url, headers={"User-Agent": "tfcam"})
+        # Taken before reading: a file changed while it is copied looks changed next time.
+        state = _file_state(url) if urllib.parse.urlparse(url).scheme == "file" else None
+        req = urllib.request.Request(url, headers=_HEADERS)
         with urllib.request.urlopen(req, timeout=timeout) as resp, open(part, "wb") as out:
+            if state is None:
+                state = _http_state(resp.headers)
             total = int(resp.headers.get("Content-Length") or 0)
             while True:
                 block = resp.read(_CHUNK)
                 if not block:
                     break
                 out.write(block)
+                for h in hashes.values():
+                    h.update(block)
                 done += len(block)
                 now = time.monotonic()
                 if now - last >= 5.0:
@@ -120,64 +246,44 @@ def download(
             f"Could not download {url} ({reason}). Download and unpack it yourself and pass "
             "--data-dir DIR"
         ) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     if check is not None:
-        got = _digest(part, check[0])
+        got = hashes[check[0]].hexdigest()
         if got != check[1]:
             part.unlink(missing_ok=True)
             raise UserError(
                 f"Downloaded file from {url} has {check[0]} {got}, expected {check[1]} "
-                "(a changed or damaged archive); download it yourself and pass --data-dir DIR"
+                "(a changed or damaged archive; not kept). Fix data.checksum or the file, or "
+                "download it yourself and pass --data-dir DIR"
             )
     os.replace(part, dest)
+    _write_json(
+        _sidecar(dest),
+        {"url": url, "sha256": hashes["sha256"].hexdigest(), "bytes": done, "source": state},
+    )
     say(f"Downloaded {done / 1e6:.1f} MB in {time.monotonic() - t0:.1f} s")
     return dest
 
 
-def _safe_members_tar(tf: tarfile.TarFile, target: Path):
-    root = target.resolve()
-    for m in tf.getmembers():
-        p = (target / m.name).resolve()
-        if not (p == root or root in p.parents):
-            raise UserError(f"Archive member '{m.name}' would be written outside the target folder")
-        if m.issym() or m.islnk() or m.isdev():
-            continue
-        yield m
-
-
 def extract(archive: Path, target: Path) -> None:
-    """Unpacks a tar (any compression) or zip archive into ``target``, refusing paths that leave it.
+    """Unpacks one tar (any compression) or zip archive into ``target`` with the default limits.
 
     Raises:
-        UserError: Not a readable archive.
+        UserError: Not a readable archive, damaged, hostile or over the limits.
     """
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                root = target.resolve()
-                for name in z.namelist():
-                    p = (target / name).resolve()
-                    if not (p == root or root in p.parents):
-                        raise UserError(
-                            f"Archive member '{name}' would be written outside the target folder"
-                        )
-                z.extractall(target)
-        else:
-            with tarfile.open(archive) as t:
-                t.extractall(target, members=list(_safe_members_tar(t, target)))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise UserError(f"Cannot unpack '{archive.name}': {e}") from None
+    unpack_archive(archive, target)
 
 
-def _extract_nested(folder: Path) -> None:
-    """Unpacks archives found inside an unpacked tree, next to themselves, then deletes them."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d not in JUNK_DIRS]
-        for name in filenames:
-            if _is_archive(name):
-                inner = Path(dirpath, name)
-                extract(inner, Path(dirpath))
-                inner.unlink()
+def _unpacked_ok(target: Path, url: str, check: tuple[str, str] | None) -> bool:
+    """Whether the unpacked folder is complete and still what the experiment asks for."""
+    marker = _read_json(target / MARKER)
+    if marker is None or marker.get("url") != url:
+        return False
+    if check is not None:
+        return marker.get("checksum") == ":".join(check)
+    return _source_unchanged(url, marker.get("source"))
 
 
 def fetch_archive(
@@ -186,22 +292,27 @@ def fetch_archive(
     name: str,
     checksum: str | None = None,
     progress: Callable[[str], None] | None = None,
+    unpack_limit_gb: float = DEFAULT_LIMIT_GB,
+    unpack_max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Path:
-    """Downloads (once) and unpacks (once) an archive into the cache; returns the unpacked folder.
+    """Downloads and unpacks an archive into the cache, or finds it there; returns the folder.
 
     Args:
         url: The archive's address (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``, …).
         name: A readable prefix for the cache folder (the experiment's name).
         checksum: Optional ``"algo:hex"`` digest of the archive.
         progress: Callable taking a message.
+        unpack_limit_gb: At most this many gigabytes are unpacked (``data.unpack_limit_gb``).
+        unpack_max_ratio: At most this many times the archive's size (``data.unpack_max_ratio``).
 
     Raises:
-        UserError: Download or unpacking failed.
+        UserError: Download or unpacking failed (a damaged download is deleted from the cache and
+            the message says so), or the archive is over the limits.
     """
+    check = parse_checksum(checksum)
     key = hashlib.sha256(url.encode()).hexdigest()[:10]
     target = cache_dir() / "datasets" / f"{name}-{key}"
-    marker = target / ".tfcam-complete"
-    if marker.is_file():
+    if _unpacked_ok(target, url, check):
         return target
     archive = download(
         url,
@@ -209,15 +320,44 @@ def fetch_archive(
         checksum=checksum,
         progress=progress,
     )
+    meta = _read_json(_sidecar(archive)) or {}
     say = progress or log.info
-    say(f"Unpacking {archive.name} into {target} …")
+    if target.exists():  # unpacked from another file or under another checksum
+        say(f"Removing {target}, unpacked from an earlier version of {url}")
+        shutil.rmtree(target)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    extract(archive, tmp)
-    _extract_nested(tmp)
-    (tmp / ".tfcam-complete").write_text(url + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    say(f"Unpacking {archive} ({human_bytes(archive.stat().st_size)}) into {target} …")
+    try:
+        done = unpack_tree(
+            archive,
+            tmp,
+            limit_bytes=unpack_limit_gb * 1e9,
+            max_ratio=unpack_max_ratio,
+            progress=say,
+        )
+        marker = {
+            "url": url,
+            "checksum": ":".join(check) if check else None,
+            "sha256": meta.get("sha256"),
+            "source": meta.get("source"),
+            "files": done.files,
+            "bytes": done.used,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        os.replace(tmp, target)
+    except DamagedArchive as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+        _sidecar(archive).unlink(missing_ok=True)
+        raise UserError(
+            f"Cannot unpack {archive} downloaded from {url}: {e.reason}. Deleted it from the "
+            "cache, so the next run fetches it again; fix the file at that address, or download "
+            "and unpack it yourself and pass --data-dir DIR"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target
 
 

@@ -113,7 +113,14 @@ def dataset_root(cfg: DataConfig, *, progress=None) -> Path:
     else:
         check_data_config(cfg)
         name = Path(cfg.url.split("?")[0]).name.split(".")[0] or cfg.source
-        base = fetch_archive(cfg.url, name=name, checksum=cfg.checksum, progress=progress)
+        base = fetch_archive(
+            cfg.url,
+            name=name,
+            checksum=cfg.checksum,
+            progress=progress,
+            unpack_limit_gb=cfg.unpack_limit_gb,
+            unpack_max_ratio=cfg.unpack_max_ratio,
+        )
     return find_root(base, cfg.root_name)
 
 
