@@ -163,6 +163,17 @@ def test_a_good_archive_unpacks_every_file_in_every_format(tmp_path, monkeypatch
         assert got == files, name
 
 
+def test_a_plain_tar_ending_in_a_zip_is_read_as_a_tar(tmp_path):
+    """A zip's directory sits at its end, so a tar whose last member is a zip looks like one."""
+    inner = _zip_bytes({"z/in.txt": b"inside"})
+    src = tmp_path / "a.tar"
+    src.write_bytes(_tar_bytes({"set/a.txt": b"a", "set/last.zip": inner}))
+    assert zipfile.is_zipfile(src)
+    unpack.unpack_tree(src, tmp_path / "out")
+    assert (tmp_path / "out" / "set" / "a.txt").read_bytes() == b"a"
+    assert (tmp_path / "out" / "set" / "z" / "in.txt").read_bytes() == b"inside"
+
+
 # --------------------------------------------------------------------------------------------
 # What the cache is keyed on
 
@@ -328,6 +339,8 @@ def test_ratio_limit_with_the_defaults_stops_a_bomb_before_writing(tmp_path, mon
         with pytest.raises(UserError, match="data.unpack_max_ratio=200") as e:
             download.fetch_archive(src.as_uri(), name=name.split(".")[0])
         assert "--set data.unpack_max_ratio=N" in str(e.value)
+        if name == "nested.tar.gz":  # the cached download and the archive inside it, by name
+            assert "nested.tar.gz' ('set/bomb.zip' inside it)" in str(e.value)
         assert not (cache / "datasets").exists() or not any((cache / "datasets").iterdir())
     # Declared sizes are checked before anything is written: nothing of the bomb reached the disk.
     dest = tmp_path / "out"

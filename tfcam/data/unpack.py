@@ -119,9 +119,15 @@ class Budget:
         self.used = 0
         self.files = 0
         self.say = progress or log.info
+        #: The outer archive and the one inside it being unpacked, for messages.
+        self.outer: str | None = None
+        self.inner: str | None = None
         self._last = time.monotonic()
 
     def _refuse(self, what: str, declared: int | None) -> UnpackLimitExceeded:
+        label = f"'{what}'"
+        if self.outer is not None and self.inner is not None:
+            label = f"'{self.outer}' ('{self.inner}' inside it)"
         size = (
             f"would unpack to {human_bytes(declared)}"
             if declared is not None
@@ -129,12 +135,12 @@ class Budget:
         )
         if self.ratio_binds:
             return UnpackLimitExceeded(
-                f"Refusing to unpack '{what}': it {size} from {human_bytes(self.archive_size)}, "
+                f"Refusing to unpack {label}: it {size} from {human_bytes(self.archive_size)}, "
                 f"more than data.unpack_max_ratio={self.max_ratio:g} times the archive's size (a "
                 "zip bomb?). If you trust it, raise the setting: --set data.unpack_max_ratio=N"
             )
         return UnpackLimitExceeded(
-            f"Refusing to unpack '{what}': it {size}, more than data.unpack_limit_gb="
+            f"Refusing to unpack {label}: it {size}, more than data.unpack_limit_gb="
             f"{self.limit_bytes / 1e9:g}. If you trust it and have the space, raise the setting: "
             "--set data.unpack_limit_gb=N"
         )
@@ -229,6 +235,20 @@ def _open_decompressed(path: Path):
     return "tar", open(path, "rb")
 
 
+def _is_zip(path: Path) -> bool:
+    """Zip or tar? By the first bytes, and only then by a zip directory at the end: a plain tar
+    whose last member is a zip has one there too."""
+    with open(path, "rb") as f:
+        head = f.read(262)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return True
+    if head[257:262] == b"ustar" or head[:2] == b"\x1f\x8b" or head[:3] == b"BZh":
+        return False
+    if head[:6] == b"\xfd7zXZ\x00":
+        return False
+    return zipfile.is_zipfile(path)  # a zip with something before it (self-extracting)
+
+
 def _verify_tar_end(archive: Path, kind: str, stream, end: int, n_members: int) -> None:
     """Reads from where ``tarfile`` stopped to the end of the stream: only zero blocks may follow
     (anything else means a damaged header hid the rest), and reading to the end of a compressed
@@ -312,7 +332,7 @@ def unpack_archive(archive: Path, dest: Path, budget: Budget | None = None) -> N
     budget = budget or Budget(archive.stat().st_size)
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        if zipfile.is_zipfile(archive):
+        if _is_zip(archive):
             _unpack_zip(archive, dest, budget)
         else:
             _unpack_tar(archive, dest, budget)
@@ -355,6 +375,7 @@ def unpack_tree(
     budget = Budget(
         archive.stat().st_size, limit_bytes=limit_bytes, max_ratio=max_ratio, progress=say
     )
+    budget.outer = str(archive)
     t0 = time.monotonic()
     unpack_archive(archive, dest, budget)
     for depth in range(MAX_NESTING + 1):
@@ -366,6 +387,7 @@ def unpack_tree(
         for path in inner:
             rel = path.relative_to(dest)
             say(f"Unpacking {rel} (inside {archive.name}) …")
+            budget.inner = str(rel)
             try:
                 unpack_archive(path, path.parent, budget)
             except DamagedArchive as e:
