@@ -41,6 +41,8 @@ RUN_A = "javascript:alert(1)"
 RUN_B = "'onmouseover='alert(1) #?%41 <b>☃"
 NAME = "<img src=x onerror=window.__pwned=1>"
 DESCRIPTION = "</script><!-- <svg onload=window.__pwned=1> -->"
+#: An unreadable image: the report lists it under skipped files, the explain page under skipped.
+BROKEN = "<img src=x onerror=window.__pwned=1> broken"
 DATA_DIR_B = "</script><script>window.__pwned=1</script><!--"
 
 
@@ -196,6 +198,7 @@ def hostile(tmp_path_factory):
         for i in range(8):
             img = np.clip(rng.normal(30 + 60 * ci, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
             write_image(data / cls / f"{STEMS[i % len(STEMS)]} {i}.png", img)
+    (data / CLASSES[0] / f"{BROKEN}.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     runs = root / "runs"
     a, b = runs / RUN_A, runs / RUN_B
     # fmt: off
@@ -227,9 +230,9 @@ def hostile(tmp_path_factory):
 
 #: Visible text each page must show (escaped, not dropped).
 SHOWN = {
-    "report": [*CLASSES, NAME, DESCRIPTION, "data <!--&amp;-->"],
+    "report": [*CLASSES, NAME, DESCRIPTION, "data <!--&amp;-->", f"{BROKEN}.png"],
     "report of the copy": [*CLASSES, NAME, DATA_DIR_B, RUN_B],
-    "explain": [*CLASSES, *(f"{s} {i}.png" for i, s in enumerate(STEMS))],
+    "explain": [*CLASSES, *(f"{s} {i}.png" for i, s in enumerate(STEMS)), f"{BROKEN}.png"],
     "compare": [RUN_A, RUN_B, DATA_DIR_B],
 }
 
