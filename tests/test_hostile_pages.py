@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from conftest import run_cli, write_image
 
-from tfcam.report.safe import anchor, esc, href, link
+from tfcam.report.safe import anchor, esc, href, link, markdown_code
 
 #: Each would run script (or break out of an attribute) if placed in a page raw.
 CLASSES = (
@@ -93,6 +94,19 @@ def test_href_refuses_empty_and_absolute_paths(bad):
 def test_link_and_anchor():
     assert link("a:b/c.png", "<b>") == '<a href="a%3Ab/c.png">&lt;b&gt;</a>'
     assert anchor('x"y') == "#x%22y"
+
+
+@pytest.mark.parametrize("fence", ["```", "````", "~~~"])
+def test_markdown_code_stays_code_in_tensorboard(fence):
+    """The TensorBoard config text: a fence inside the config does not end the code block
+    (rendered with TensorBoard's own Markdown, as its text plugin does)."""
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    text = f"notes: |\n{fence}\n# heading <img src=x onerror=alert(1)>\n{fence}\nend"
+    out = markdown_to_safe_html(markdown_code(text))
+    assert out.count("<pre>") == 1 and "<h1>" not in out and "<img" not in out, out
+    code = re.fullmatch(r"<pre><code>(.*)</code></pre>\s*", out, re.S)
+    assert code is not None and html.unescape(code.group(1)).rstrip("\n") == text
 
 
 # -- the explain index, written from records (no model) ---------------------------------------------

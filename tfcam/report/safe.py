@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from pathlib import PurePosixPath, PureWindowsPath
 from urllib.parse import quote
 
@@ -62,3 +63,16 @@ def anchor(section_id: str) -> str:
 def link(path: str | os.PathLike, text: object) -> str:
     """``<a href="…">text</a>`` to a file beside the page; the text is escaped."""
     return f'<a href="{href(path)}">{esc(text)}</a>'
+
+
+def markdown_code(text: str) -> str:
+    """``text`` as one fenced Markdown code block that nothing inside can close.
+
+    The fence is one backtick longer than the longest run of backticks in ``text`` (CommonMark,
+    "Fenced code blocks": the closing fence must be at least as long as the opening one), so a
+    config string holding a fence stays code. TensorBoard's text plugin sanitises the HTML it
+    renders; this keeps the user's text from turning into Markdown at all.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
