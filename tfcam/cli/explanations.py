@@ -115,6 +115,8 @@ def _echo_explained(done, as_json: bool) -> None:
     click.echo(
         f"Wrote {done.files_written} overlay(s) with heatmaps and panels under {done.out_dir}"
     )
+    if done.index is not None:
+        click.echo(f"Page: {done.index}")
 
 
 @cli.command()

@@ -2,7 +2,8 @@
 
 For every image and method :func:`explain_files` writes three PNGs into ``OUT/<image stem>/``:
 ``<method>[-<layer>]_overlay.png`` (colormap over the image), ``…_heatmap.png`` (the bare map,
-8-bit grey at the model's input size) and ``…_panel.png`` (image, map and overlay side by side).
+8-bit grey at the model's input size) and ``…_panel.png`` (image, map and overlay side by side),
+then ``OUT/index.html``, a page showing them all.
 :func:`write_feature_maps` writes ``OUT/<image stem>/features-<layer>.png``. The model comes from a
 run directory or any ``.keras`` classifier (:class:`ModelSource`).
 """
@@ -150,11 +151,13 @@ class ExplainedFiles:
             ``galleries`` (``{method: path}``) when several layers were explained.
         out_dir: The folder holding one subfolder per image.
         skipped: Inputs that could not be read, each with the reason.
+        index: The page showing them all, ``out_dir/index.html``.
     """
 
     records: list[dict[str, Any]]
     out_dir: Path
     skipped: list[str] = field(default_factory=list)
+    index: Path | None = None
 
     @property
     def files_written(self) -> int:
@@ -292,7 +295,10 @@ def explain_files(
         log.warning("Skipped %d unreadable input(s): %s", len(skipped), "; ".join(skipped[:20]))
     if not records:
         raise UserError("None of the inputs could be read as an image")
-    return ExplainedFiles(records, out_dir, skipped)
+    from tfcam.report.explain_index import write_explain_index
+
+    index = write_explain_index(out_dir, records, skipped)
+    return ExplainedFiles(records, out_dir, skipped, index)
 
 
 def class_label(explainer: Explainer, index: int) -> str:

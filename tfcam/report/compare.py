@@ -9,7 +9,6 @@ rows are grouped by class set before sorting.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from tfcam.errors import UserError
 from tfcam.io import atomic_path, read_json, write_json, write_text
+from tfcam.report.safe import esc, link
 from tfcam.runs import Run, default_run_dir, read_history
 
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "seconds")
@@ -184,15 +184,13 @@ def write_compare(
     for name in shown.index:
         report = names[name] / "report" / "index.html"
         rel = os.path.relpath(report, out)
-        links.append(
-            f'<a href="{html.escape(rel)}">{html.escape(name)}</a>'
-            if report.is_file()
-            else html.escape(name)
-        )
-    shown.index = links  # already escaped; every other cell and label is escaped here
-    shown = shown.map(lambda v: html.escape(v) if isinstance(v, str) else v)
-    shown.columns = [html.escape(str(c)) for c in shown.columns]
-    parts = [f'<p class="muted">{html.escape(w)}</p>' for w in warnings]
+        links.append(link(rel, name) if report.is_file() else esc(name))
+    # to_html(escape=False) below, so every cell and label is escaped here (the links above are).
+    shown.index = links
+    shown = shown.map(lambda v: esc(v) if isinstance(v, str) else v)
+    shown.columns = [esc(c) for c in shown.columns]
+    shown.index.name = esc(table.index.name)
+    parts = [f'<p class="muted">{esc(w)}</p>' for w in warnings]
     parts.append(shown.to_html(escape=False, float_format="%.4f", na_rep=""))
     sections = [
         ("table", "Runs", parts),

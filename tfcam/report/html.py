@@ -8,7 +8,6 @@ manifest ``report/figures.json`` of model-dependent figures that
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tfcam.io import atomic_path, read_json, write_text
+from tfcam.report.safe import anchor, esc, href
 from tfcam.runs import Run, read_history
 
 _CSS = """
@@ -36,8 +36,9 @@ padding:.6rem 1rem;min-width:9rem}.card b{display:block;font-size:1.4rem}.card s
 
 
 def _figure(src: str, alt: str, caption: str = "") -> str:
-    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{html.escape(alt)}" src="{html.escape(src)}">{cap}</figure>'
+    """An image beside the page (``src`` a relative path) with its alt text and caption."""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{esc(alt)}" src="{href(src)}">{cap}</figure>'
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -88,8 +89,7 @@ def write_report(run_dir: str | Path) -> Path:
     cards.append((cfg.model.backbone, f"backbone, {cfg.data.image_size} px"))
     cards.append((str(len(class_names)), "classes"))
     summary = '<div class="cards">' + "".join(
-        f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
-        for v, k in cards
+        f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in cards
     )
     summary += "</div>"
 
@@ -110,7 +110,7 @@ def write_report(run_dir: str | Path) -> Path:
                 if "support" in table:
                     table["support"] = table["support"].astype(int)
                 parts += [
-                    f"<h3>Per class ({html.escape(split)})</h3>",
+                    f"<h3>Per class ({esc(split)})</h3>",
                     table.to_html(float_format="%.3f"),
                 ]
             if m.get("confusion") and class_names:
@@ -160,9 +160,7 @@ def write_report(run_dir: str | Path) -> Path:
     # Data ------------------------------------------------------------------------------------------
     if run.data_report_path.is_file():
         rep = read_json(run.data_report_path)
-        parts = [
-            f"<p>{html.escape(rep.get('how', ''))}; root <code>{html.escape(rep.get('root', ''))}</code></p>"
-        ]
+        parts = [f"<p>{esc(rep.get('how', ''))}; root <code>{esc(rep.get('root', ''))}</code></p>"]
         counts = pd.DataFrame(rep.get("counts", {}))
         if len(counts):
             if class_names:
@@ -185,12 +183,12 @@ def write_report(run_dir: str | Path) -> Path:
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         for sec in manifest.get("sections", []):
-            parts = [f"<p>{html.escape(sec['text'])}</p>"] if sec.get("text") else []
+            parts = [f"<p>{esc(sec['text'])}</p>"] if sec.get("text") else []
             for fig in sec.get("figures", []):
                 if fig.get("file") and (report_dir / fig["file"]).is_file():
                     parts.append(_figure(fig["file"], sec["title"], fig.get("caption", "")))
                 elif fig.get("caption"):
-                    parts.append(f"<p>{html.escape(fig['caption'])}</p>")
+                    parts.append(f"<p>{esc(fig['caption'])}</p>")
             sections.append((sec["id"], sec["title"], parts))
 
     # Heatmap metrics (tfcam evaluate-cams) ---------------------------------------------------------
@@ -202,14 +200,14 @@ def write_report(run_dir: str | Path) -> Path:
         table = table[[c for c in arrows if c in table.columns]]
         table.columns = [f"{c} {arrows[c]}" for c in table.columns]
         parts = [
-            f"<p>{res.get('n')} {html.escape(str(res.get('split')))} images, layer "
-            f"<code>{html.escape(str(res.get('layer')))}</code>, target: the true class. "
+            f"<p>{esc(res.get('n'))} {esc(res.get('split'))} images, layer "
+            f"<code>{esc(res.get('layer'))}</code>, target: the true class. "
             "<code>random</code> and <code>center</code> are reference maps that know nothing "
             "about the model; ↑ higher is better, ↓ lower is better.</p>",
             table.to_html(float_format="%.3f", na_rep=""),
         ]
         if (res.get("sanity") or {}).get("note"):
-            parts.append(f"<p>{html.escape(res['sanity']['note'])}</p>")
+            parts.append(f"<p>{esc(res['sanity']['note'])}</p>")
         for key, title in (("curves", "deletion and insertion"), ("sanity", "sanity check")):
             src = res.get("files", {}).get(key)
             if src and Path(src).is_file():
@@ -218,14 +216,14 @@ def write_report(run_dir: str | Path) -> Path:
         sections.append(("heatmap-metrics", "Heatmap metrics", parts))
 
     # Config, logs ------------------------------------------------------------------------------------
-    parts = [f"<pre>{html.escape(cfg_text)}</pre>"]
+    parts = [f"<pre>{esc(cfg_text)}</pre>"]
     if run.tensorboard.is_dir():
         parts.append(
-            f'<p>TensorBoard logs: <a href="../tensorboard/">{html.escape(str(run.tensorboard))}</a>; '
-            f"view them with <code>tensorboard --logdir {html.escape(str(run.tensorboard))}</code></p>"
+            f'<p>TensorBoard logs: <a href="{href("../tensorboard/")}">{esc(run.tensorboard)}</a>; '
+            f"view them with <code>tensorboard --logdir {esc(run.tensorboard)}</code></p>"
         )
     if state:
-        parts.append(f'<p class="muted">Run state: {html.escape(json.dumps(state))}</p>')
+        parts.append(f'<p class="muted">Run state: {esc(json.dumps(state))}</p>')
     sections.append(("config", "Configuration and logs", parts))
 
     return write_text(
@@ -246,16 +244,16 @@ def page(
 ) -> str:
     """One self-contained HTML page: header, a navigation bar over ``sections`` (id, title,
     HTML parts), then the sections."""
-    nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t, _ in sections)
+    nav = "".join(f'<a href="{anchor(sid)}">{esc(t)}</a>' for sid, t, _ in sections)
     body = "".join(
-        f'<section id="{sid}"><h2>{html.escape(t)}</h2>{"".join(parts)}</section>'
+        f'<section id="{esc(sid)}"><h2>{esc(t)}</h2>{"".join(parts)}</section>'
         for sid, t, parts in sections
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title or heading)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{html.escape(heading)}</h1>"
-        f"<p>{html.escape(subtitle)}</p></header>"
+        f"<title>{esc(title or heading)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{esc(heading)}</h1>"
+        f"<p>{esc(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{summary}{body}</main></body></html>\n"
     )

@@ -11,6 +11,7 @@ import keras
 import pandas as pd
 
 from tfcam.io import atomic_path, read_json, write_json
+from tfcam.report.safe import markdown_code
 from tfcam.runs import HISTORY_COLUMNS, read_history
 
 
@@ -275,7 +276,7 @@ class TensorBoardPanels(keras.callbacks.Callback):
             return
         self._writer = tf.summary.create_file_writer(str(self.log_dir / "panels"))
         with self._writer.as_default():
-            tf.summary.text("config", f"```\n{self.config_text}\n```", step=0)
+            tf.summary.text("config", markdown_code(self.config_text), step=0)
         self._writer.flush()
         try:
             from tensorboard.plugins.hparams import api as hp
