@@ -157,3 +157,26 @@ def test_confusion_matrix_image_shades_by_row_share():
     # Darker for a larger share of its row: 0.9 > 0.5 = 0.5 > 0.1.
     assert corner(0, 0).sum() < corner(1, 0).sum() < corner(0, 1).sum()
     np.testing.assert_array_equal(corner(1, 0), corner(1, 1))
+
+
+DOLLAR_NAMES = [r"a$\x$b", "cost $5 and $6", r"$\frac{1}{0}$"]
+
+
+def test_user_named_text_with_dollars_draws_as_plain_text():
+    """Class and file names reach titles and tick labels; with mathtext on, ``a$\\x$b`` made the
+    figure fail to draw and ``cost $5 and $6`` rendered as maths (issue 14, item 12)."""
+    tile = np.zeros((8, 8, 3), np.uint8)
+    figures = [
+        gallery.image_grid([tile] * 3, DOLLAR_NAMES, suptitle=DOLLAR_NAMES[0]),
+        overlay.panel([tile] * 3, DOLLAR_NAMES, suptitle=DOLLAR_NAMES[1]),
+        plots.confusion_matrix_figure(np.eye(3, dtype=int), DOLLAR_NAMES),
+    ]
+    for fig in figures:
+        assert plots.to_png(fig)[:4] == b"\x89PNG"
+        shown = {t.get_text() for t in fig.findobj(matplotlib.text.Text)}
+        assert set(DOLLAR_NAMES) <= shown
+        for t in fig.findobj(matplotlib.text.Text):
+            if "$" in t.get_text():
+                assert not t._parse_math, t.get_text()  # drawn literally, not as maths
+    # The decorator leaves the user's own matplotlib settings alone.
+    assert matplotlib.rcParams["text.parse_math"] is True

@@ -12,9 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from tfcam.viz import plain_text
 from tfcam.viz.overlay import to_uint8
 
 
+@plain_text
 def image_grid(
     images: Sequence[np.ndarray],
     titles: Sequence[str],
@@ -54,6 +56,7 @@ def image_grid(
     return fig
 
 
+@plain_text
 def class_cams(
     image: np.ndarray,
     overlays: Sequence[np.ndarray],
@@ -76,6 +79,7 @@ def class_cams(
     )
 
 
+@plain_text
 def layer_grid(
     images: Sequence[np.ndarray],
     overlays: dict[str, Sequence[np.ndarray]],

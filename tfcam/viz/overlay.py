@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 
+from tfcam.viz import plain_text
+
 matplotlib.use("Agg")
 
 
@@ -66,6 +68,7 @@ def gradient_image(attribution: np.ndarray, percentile: float = 99.5) -> np.ndar
     return to_uint8((np.clip(a / scale, -1, 1) * 0.5 + 0.5) * 255)
 
 
+@plain_text
 def panel(
     tiles: list[np.ndarray], titles: list[str], *, suptitle: str = "", tile_inches: float = 3.0
 ):
@@ -90,6 +93,7 @@ def panel(
     return fig
 
 
+@plain_text
 def feature_grid(activations: np.ndarray, channels, *, title: str = "", cell: float = 1.4):
     """Channels of one image's feature maps ``[h, w, C]`` in a grid, each scaled to its own range.
 

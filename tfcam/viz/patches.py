@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tfcam.viz import plain_text
 from tfcam.viz.overlay import to_uint8
 
 #: Distinct RGB colours for ranked boxes (the first is the strongest unit).
@@ -76,6 +77,7 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(image)[t : b + 1, left : r + 1]
 
 
+@plain_text
 def patch_grid(
     patches: Sequence[np.ndarray],
     titles: Sequence[str],

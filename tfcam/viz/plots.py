@@ -11,7 +11,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from tfcam.viz import plain_text
 
+
+@plain_text
 def learning_curves(history: pd.DataFrame) -> Figure:
     """Loss and accuracy per epoch, train vs validation, with the fine-tuning boundary marked.
 
@@ -46,6 +49,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     return fig
 
 
+@plain_text
 def batch_loss_curve(batches: pd.DataFrame) -> Figure:
     """Training loss per batch (Keras's running mean within each epoch), epochs marked.
 
@@ -63,6 +67,7 @@ def batch_loss_curve(batches: pd.DataFrame) -> Figure:
     return fig
 
 
+@plain_text
 def class_distribution(counts: pd.DataFrame) -> Figure:
     """Images per class and split as grouped bars.
 
@@ -92,6 +97,7 @@ def class_distribution(counts: pd.DataFrame) -> Figure:
     return fig
 
 
+@plain_text
 def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matrix") -> Figure:
     """Counts and row-normalised (recall per true class) side by side, numbers in the cells.
 
@@ -132,6 +138,7 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
     return fig
 
 
+@plain_text
 def confusion_matrix_image(confusion, class_names, cell: int = 36):
     """A quick raster confusion matrix for per-epoch TensorBoard panels (OpenCV, no matplotlib).
 
@@ -172,6 +179,7 @@ def confusion_matrix_image(confusion, class_names, cell: int = 36):
     return img
 
 
+@plain_text
 def lr_finder_curve(df: pd.DataFrame, suggestion: float | None = None) -> Figure:
     """Loss against learning rate (log scale) from a learning-rate range test.
 
@@ -194,6 +202,7 @@ def lr_finder_curve(df: pd.DataFrame, suggestion: float | None = None) -> Figure
     return fig
 
 
+@plain_text
 def effective_field_plot(
     erf,
     centre: tuple[float, float],
@@ -247,6 +256,7 @@ def effective_field_plot(
     return fig
 
 
+@plain_text
 def field_growth_plot(table: pd.DataFrame, title: str = "") -> Figure:
     """Receptive-field size and stride per layer (local layers of a ``fields_table``)."""
     rows = table[table["R_y"] != "-"].reset_index(drop=True)
@@ -272,6 +282,7 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+@plain_text
 def deletion_insertion_plot(curves: dict, references=("random", "center")) -> Figure:
     """Mean deletion and insertion curves per method (areas in the legend).
 
@@ -297,6 +308,7 @@ def deletion_insertion_plot(curves: dict, references=("random", "center")) -> Fi
     return fig
 
 
+@plain_text
 def sanity_plot(counts, down_to, spearman: dict) -> Figure:
     """Spearman correlation with the trained model's maps as more top layers are randomised."""
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
@@ -314,6 +326,7 @@ def sanity_plot(counts, down_to, spearman: dict) -> Figure:
     return fig
 
 
+@plain_text
 def overlaid_learning_curves(histories: dict) -> Figure:
     """Validation accuracy and loss per epoch of several runs on shared axes, one colour per
     run (training loss dashed in the same colour).

@@ -14,6 +14,7 @@ import numpy as np
 
 from tfcam.explain.receptive_field.analytic import Field, receptive_field
 from tfcam.models.graph import flatten_model
+from tfcam.viz import plain_text
 
 
 @dataclass
@@ -122,6 +123,7 @@ def effective_receptive_field(
     return EffectiveField(layer, unit, erf, centre, mass_radius(erf, centre), f.size, len(images))
 
 
+@plain_text
 def effective_field_figure(
     model: keras.Model,
     layer: str,
