@@ -257,8 +257,13 @@ def check_data_config(cfg: DataConfig, experiment: str | None = None) -> None:
     if cfg.source == "shapes":
         return
     if cfg.data_dir:
-        if not Path(cfg.data_dir).expanduser().is_dir():
-            what = cfg.layout or "class-named subfolders of images"
+        path = Path(cfg.data_dir).expanduser()
+        what = cfg.layout or "class-named subfolders of images"
+        if path.is_file():
+            raise UserError(
+                f"Data folder '{cfg.data_dir}' is a file, not a folder. Expected {what}"
+            )
+        if not path.is_dir():
             raise UserError(f"Data folder not found: '{cfg.data_dir}'. Expected {what}")
         return
     if cfg.url:

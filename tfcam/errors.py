@@ -39,3 +39,24 @@ def choices_message(what: str, received: object, choices: Iterable[str], *, limi
     if len(choices) > limit:
         shown += f", … ({len(choices) - limit} more)"
     return f"{msg} Choose from: {shown}"
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(error).__name__
+
+
+def damaged(path: object, error: BaseException | str, what: str = "file") -> UserError:
+    """A :class:`UserError` for a file that exists but cannot be parsed: "<what> '<path>' is
+    damaged or not in the expected format: <first line of the cause>".
+
+    Args:
+        path: The file.
+        error: What the parser said (an exception or a sentence).
+        what: The kind of file, e.g. "model file" or "run file".
+    """
+    cause = error if isinstance(error, str) else first_line(error)
+    return UserError(f"The {what} '{path}' is damaged or not in the expected format: {cause}")

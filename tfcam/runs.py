@@ -21,16 +21,15 @@ This module does not import TensorFlow.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from tfcam import config as config_mod
-from tfcam.errors import UserError
+from tfcam.errors import UserError, damaged
 from tfcam.io import read_json, write_json, write_text
+from tfcam.typed import read_yaml
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -45,11 +44,37 @@ HISTORY_COLUMNS = (
 
 
 def read_history(path: str | Path) -> pd.DataFrame:
-    """The history table (empty with the standard columns if the file does not exist)."""
+    """The history table (empty with the standard columns if the file does not exist).
+
+    Raises:
+        UserError: The file is damaged (not UTF-8 CSV, no numeric ``epoch`` column), naming it.
+    """
     path = Path(path)
     if path.is_file() and path.stat().st_size:
-        return pd.read_csv(path)
+        return read_table(path, numeric=("epoch",))
     return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+
+
+def read_table(path: str | Path, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV file that tfcam wrote, read with pandas.
+
+    Args:
+        path: The file.
+        numeric: Columns that must be there and hold only numbers.
+
+    Raises:
+        UserError: The file is not UTF-8 CSV or lacks a numeric column, naming the file.
+    """
+    try:
+        df = pd.read_csv(path, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise damaged(path, e) from None
+    for col in numeric:
+        if col not in df.columns:
+            raise damaged(path, f"no '{col}' column (columns: {', '.join(map(str, df.columns))})")
+        if len(df) and not pd.api.types.is_numeric_dtype(df[col]):
+            raise damaged(path, f"the '{col}' column holds values that are not numbers")
+    return df
 
 
 class Run:
@@ -143,10 +168,26 @@ class Run:
         return self
 
     # Accessors -------------------------------------------------------------------------------
-    def config(self) -> config_mod.ExperimentConfig:
+    def raw_config(self) -> dict[str, Any]:
+        """``config.yaml`` as nested mappings, unchecked.
+
+        Raises:
+            UserError: Not a run directory, or its config is not a UTF-8 YAML mapping.
+        """
         self.require()
-        raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        return config_mod.from_dict(raw)
+        return read_yaml(self.config_path, "run config")
+
+    def config(self) -> config_mod.ExperimentConfig:
+        """The run's experiment, checked field by field.
+
+        Raises:
+            UserError: Not a run directory, or a damaged ``config.yaml`` (named in the message).
+        """
+        raw = self.raw_config()
+        try:
+            return config_mod.from_dict(raw)
+        except UserError as e:
+            raise damaged(self.config_path, str(e), "run config") from None
 
     def write_config(self, cfg: config_mod.ExperimentConfig) -> None:
         write_text(self.config_path, config_mod.to_yaml(cfg))
@@ -154,15 +195,19 @@ class Run:
     def class_names(self) -> list[str]:
         if not self.class_names_path.is_file():
             raise UserError(f"Run '{self.path}' has no class_names.json")
-        return list(read_json(self.class_names_path))
+        names = read_json(self.class_names_path)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise damaged(self.class_names_path, "expected a JSON list of class names")
+        return names
 
     def state(self) -> dict[str, Any]:
         if not self.state_path.is_file():
             return {}
         try:
-            return read_json(self.state_path)
-        except json.JSONDecodeError:
+            state = read_json(self.state_path)
+        except UserError:  # only a status note, rewritten at every step: a damaged one is empty
             return {}
+        return state if isinstance(state, dict) else {}
 
     def update_state(self, **changes: Any) -> dict[str, Any]:
         state = self.state()
@@ -172,7 +217,17 @@ class Run:
         return state
 
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.metrics_path) if self.metrics_path.is_file() else {}
+        """``metrics.json`` (empty before the run has any).
+
+        Raises:
+            UserError: The file is damaged, naming it.
+        """
+        if not self.metrics_path.is_file():
+            return {}
+        metrics = read_json(self.metrics_path)
+        if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
+            raise damaged(self.metrics_path, "expected {split: {metric: value}}")
+        return metrics
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:

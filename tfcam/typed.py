@@ -29,15 +29,33 @@ _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file that must hold a mapping; a syntax error is one line naming the file."""
+def read_yaml(path: Path, what: str = "experiment file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages ("experiment file", "run config").
+
+    Raises:
+        UserError: One line naming the file: bytes that are not UTF-8, a YAML syntax error, or
+            something other than a mapping at the top level.
+    """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        # YAML files are UTF-8 (YAML 1.2, section 5.2); say where the first bad byte is.
+        line = e.object[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"Cannot read {what} '{path}': byte 0x{e.object[e.start]:02x} on line {line} is "
+            "not UTF-8; save the file as UTF-8"
+        ) from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"Cannot read experiment file '{path}': {first}") from None
+        raise UserError(f"Cannot read {what} '{path}': {first}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"Experiment file '{path}' must hold a mapping at the top level")
+        raise UserError(f"The {what} '{path}' must hold a mapping at the top level")
     return raw
 
 

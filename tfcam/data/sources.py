@@ -7,6 +7,8 @@ Checking that the files decode is the pipeline's job (:func:`tfcam.data.pipeline
 from __future__ import annotations
 
 import csv
+import errno
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from tfcam.config import DataConfig, check_data_config
 from tfcam.data import shapes as shapes_mod
 from tfcam.errors import UserError
 from tfcam.paths import cache_dir
+
+log = logging.getLogger("tfcam")
 
 SPLITS = ("train", "val", "test")
 #: Folder names accepted for each split when a dataset comes already split.
@@ -47,6 +51,9 @@ class Splits:
     root: str
     boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     how: str = ""
+    #: ``{printable path: reason}`` of files left out before any was opened (names that are not
+    #: UTF-8, symbolic links that loop).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name: count}}``."""
@@ -63,7 +70,9 @@ class Splits:
             keep = [i for i, f in enumerate(self.files[split]) if f not in bad]
             files[split] = [self.files[split][i] for i in keep]
             labels[split] = [self.labels[split][i] for i in keep]
-        return Splits(self.class_names, files, labels, self.root, self.boxes, self.how)
+        return Splits(
+            self.class_names, files, labels, self.root, self.boxes, self.how, self.skipped
+        )
 
     def to_rows(self) -> list[tuple[str, str, str]]:
         """``(split, path, class name)`` rows, for ``splits.csv``."""
@@ -208,23 +217,80 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
-def _list_class_dir(folder: Path) -> list[str]:
-    """Every non-hidden file below a class folder (recursively), sorted; decoding decides later."""
+def printable_path(path: str | os.PathLike) -> str:
+    """A path as text that any UTF-8 file, page or terminal takes: bytes of a name that are not
+    UTF-8 (held by Python as lone surrogates, PEP 383) are shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(path: str) -> str | None:
+    """Why a listed file cannot be used by name, or None: names must be UTF-8 (they are written
+    to splits.csv, JSON and HTML, and handed to TensorFlow as strings)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8; rename it"
+    return None
+
+
+def _resolve(path: Path) -> tuple[str | None, str | None]:
+    """``(absolute path, None)``, or ``(None, reason)`` for a symbolic link that loops."""
+    try:
+        return str(path.resolve()), None
+    except RuntimeError:  # Python < 3.13: "Symlink loop from …"
+        return None, "a symbolic link that loops"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None, "a symbolic link that loops"
+        raise
+
+
+def _list_class_dir(folder: Path, skipped: dict[str, str]) -> list[str]:
+    """Every non-hidden file below a class folder (recursively), sorted; decoding decides later.
+    Files that cannot be used by name go to ``skipped`` (printable path → reason)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and name not in ("Thumbs.db", "desktop.ini"):
-                out.append(str(Path(dirpath, name).resolve()))
+            if name.startswith(".") or name in ("Thumbs.db", "desktop.ini"):
+                continue
+            path, reason = _resolve(Path(dirpath, name))
+            reason = reason or _name_problem(path)
+            if reason:
+                skipped[printable_path(Path(dirpath, name))] = reason
+            else:
+                out.append(path)
     return out
 
 
-def _class_folders(folder: Path) -> dict[str, list[str]]:
-    return {
-        d.name: _list_class_dir(d)
-        for d in sorted(folder.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-    }
+def _class_folders(folder: Path, skipped: dict[str, str]) -> dict[str, list[str]]:
+    out = {}
+    for d in sorted(folder.iterdir()):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        reason = _name_problem(d.name)
+        if reason:  # a class name must be written everywhere the class is named
+            skipped[printable_path(d)] = f"a class folder: {reason}"
+            continue
+        out[d.name] = _list_class_dir(d, skipped)
+    return out
+
+
+def _loose_files(folder: Path) -> int:
+    """How many non-hidden files lie directly in a folder (images where class folders belong)."""
+    return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _no_classes_message(where: Path) -> str:
+    loose = _loose_files(where)
+    if loose:
+        # The usual slip: --data-dir pointing at one class's folder instead of the dataset's.
+        return (
+            f"Found {loose} files but no class subfolders in '{where}': it looks like a single "
+            f"class's folder. Point --data-dir at the folder that holds one subfolder per class, "
+            f"probably '{where.resolve().parent}'"
+        )
+    return f"No class folders with files in '{where}'. Expected <class>/<image> files"
 
 
 def folder_splits(
@@ -255,21 +321,35 @@ def folder_splits(
         UserError: The folder is missing, has no class folders, or classes have no files.
     """
     root = Path(root).expanduser()
+    if root.is_file():
+        raise UserError(
+            f"Data folder '{root}' is a file, not a folder. Expected class-named subfolders of images"
+        )
     if not root.is_dir():
         raise UserError(
             f"Data folder not found: '{root}'. Expected class-named subfolders of images"
+        )
+    if _name_problem(str(root)):
+        raise UserError(
+            f"Data folder path '{printable_path(root)}' is not valid UTF-8; rename it or move the "
+            "images to a folder with a UTF-8 name"
         )
     split_dirs = _find_split_dirs(root)
     if split_dirs and "train" not in split_dirs:
         names = ", ".join(p.name for p in split_dirs.values())
         raise UserError(f"Data folder '{root}' has {names}/ but no train/ folder")
 
+    skipped: dict[str, str] = {}
     if split_dirs:
-        per_split = {split: _class_folders(d) for split, d in split_dirs.items()}
+        per_split = {split: _class_folders(d, skipped) for split, d in split_dirs.items()}
         how = "split folders " + ", ".join(f"{p.name}/" for p in split_dirs.values())
     else:
-        per_split = {"train": _class_folders(root)}
+        per_split = {"train": _class_folders(root, skipped)}
         how = "class folders without split folders"
+    if skipped:
+        shown = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:10])
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        log.warning("Skipped %d file(s) of the data folder: %s%s", len(skipped), shown, more)
 
     if only and class_order is not None:
         per_split = {
@@ -278,8 +358,7 @@ def folder_splits(
         }
     train_classes = [c for c, files in per_split["train"].items() if files]
     if not train_classes:
-        where = split_dirs.get("train", root)
-        raise UserError(f"No class folders with files in '{where}'. Expected <class>/<image> files")
+        raise UserError(_no_classes_message(split_dirs.get("train", root)))
     if class_order is not None:
         missing = [c for c in class_order if c not in train_classes]
         if missing:
@@ -316,7 +395,7 @@ def folder_splits(
             files["train"], labels["train"], fractions, seed, files, labels
         )
         how += f"; held out {', '.join(f'{k} {v:g}' for k, v in fractions.items())} of train, seed {seed}"
-    return Splits(class_names, files, labels, str(root), how=how)
+    return Splits(class_names, files, labels, str(root), how=how, skipped=skipped)
 
 
 def _stratified_split(

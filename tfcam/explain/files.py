@@ -118,18 +118,56 @@ def layer_lines(model: keras.Model) -> list[str]:
     return [f"{n}{'  (default)' if n == default else ''}" for n in spatial_layers(model)]
 
 
+#: Longest output folder name, in UTF-8 bytes (file systems allow 255; room is left for "-NN").
+MAX_NAME_BYTES = 120
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                     *(f"LPT{i}" for i in range(10))}  # fmt: skip
+
+
+def safe_name(path: str | os.PathLike, fallback: str = "image") -> str:
+    """A folder name made from an input's file name that stays one plain name inside ``--out``
+    whatever the input is called: no path separator, no leading or trailing dot or space (so
+    never ``.`` or ``..``: ``...jpg`` would otherwise write one level up), no control character,
+    bytes that are not UTF-8 replaced, at most :data:`MAX_NAME_BYTES` bytes, never empty.
+
+    Args:
+        path: The input file.
+        fallback: The name when nothing usable is left (``.jpg``).
+    """
+    stem = Path(path).stem
+    # Bytes that are not UTF-8 come as lone surrogates (PEP 383); show them as U+FFFD, then "_".
+    stem = os.fsencode(stem).decode("utf-8", "replace") if stem else stem
+    chars = ("_" if (not c.isprintable() or c in '/\\:*?"<>|\ufffd') else c for c in stem)
+    name = "".join(chars).strip(". ")
+    name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(". ")
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        name = f"_{name}"
+    return name or fallback
+
+
 class _ImageFolders:
-    """``OUT/<stem>/`` per image; a stem seen before gets ``<stem>-2/``, ``<stem>-3/`` … so two
-    inputs named alike (``a/img.png``, ``b/img.png``) never overwrite each other's pictures."""
+    """``OUT/<name>/`` per image, ``name`` from :func:`safe_name`; a name taken before (also
+    by case, for case-insensitive file systems) gets ``<name>-2/``, ``<name>-3/`` … so two inputs
+    named alike (``a/img.png``, ``b/img.png``, ``..jpg`` and ``.jpg``) never overwrite each
+    other's pictures."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        self.seen: dict[str, int] = {}
+        self.taken: set[str] = set()
 
     def __call__(self, path: Path) -> Path:
-        n = self.seen.get(path.stem, 0)
-        self.seen[path.stem] = n + 1
-        return self.out_dir / (path.stem if n == 0 else f"{path.stem}-{n + 1}")
+        base = safe_name(path)
+        name, n = base, 1
+        while name.casefold() in self.taken:
+            n += 1
+            name = f"{base}-{n}"
+        self.taken.add(name.casefold())
+        folder = self.out_dir / name
+        # One plain name under out_dir by construction; checked all the same (a write outside
+        # --out must never happen).
+        if folder.parent != self.out_dir or name in (".", ".."):
+            raise AssertionError(f"output name {name!r} escapes {self.out_dir}")
+        return folder
 
 
 def _save_png(path: Path, rgb_or_grey: np.ndarray) -> None:

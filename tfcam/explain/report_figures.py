@@ -9,6 +9,7 @@ size of the validation set.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -80,16 +81,30 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         The path of the page.
     """
     from tfcam.report.html import write_report
+    from tfcam.runs import Run
 
+    Run(run_dir).config()  # a missing or damaged config is the one thing a report cannot skip
     try:
         build_report_figures(run_dir)
+    except OSError as e:
+        if e.errno in _UNWRITABLE:  # the page could not be written either: say so once
+            raise
+        _figures_failed(e)
     except Exception as e:  # the page is still worth having
-        log.warning(
-            "Report figures failed (%s: %s); writing the report without them",
-            type(e).__name__,
-            str(e).splitlines()[0][:200] if str(e) else "",
-        )
+        _figures_failed(e)
     return write_report(run_dir)
+
+
+#: Errors of a folder that cannot be written (read-only, full, not ours).
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+
+
+def _figures_failed(e: Exception) -> None:
+    log.warning(
+        "Report figures failed (%s: %s); writing the report without them",
+        type(e).__name__,
+        str(e).splitlines()[0][:200] if str(e) else "",
+    )
 
 
 def build_report_figures(

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from tfcam.errors import UserError, choices_message
+from tfcam.errors import UserError, choices_message, damaged, first_line
 from tfcam.models.layers import FillPadding, GlobalPool, Preprocess, SpatialPyramidPooling
 from tfcam.models.registry import Backbone, get_backbone
 
@@ -126,6 +128,7 @@ def build_classifier(
                     raise UserError(
                         f"Weights file '{weights}' does not fit backbone '{bb.name}' with options {opts}: {first}"
                     ) from None
+                _reject_options(e, bb, options, weights_arg)
                 raise
         skipped = [
             w for w in caught if "Skipping" in str(w.message) or "mismatch" in str(w.message)
@@ -140,7 +143,11 @@ def build_classifier(
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         features = base.output
     else:
-        features = ctor(x, **opts)
+        try:
+            features = ctor(x, **opts)
+        except ValueError as e:
+            _reject_options(e, bb, options, weights_arg)
+            raise
         if weights_arg is not None:
             _load_backbone_weights(inputs, features, weights_arg, bb)
 
@@ -170,6 +177,22 @@ def build_classifier(
             num_classes, activation="softmax", name=OUTPUT_NAME, dtype="float32"
         )(y)
     return keras.Model(inputs, outputs, name=f"{bb.name}_classifier")
+
+
+def _reject_options(
+    e: ValueError, bb: Backbone, given: Mapping[str, Any] | None, weights: str | None
+) -> None:
+    """Keras checks some option values only when it builds the network (MobileNetV2's ``alpha``
+    with ImageNet weights must be one of the published widths): when the user set options, its
+    error becomes one line naming them and what Keras allows. Otherwise it is a bug: returns."""
+    given = {k: v for k, v in (given or {}).items() if bb.options.get(k) != v}
+    if not given:
+        return
+    shown = ", ".join(f"model.options.{k}={v!r}" for k, v in given.items())
+    with_weights = " with ImageNet weights" if weights == "imagenet" else ""
+    raise UserError(
+        f"Backbone '{bb.name}'{with_weights} does not take {shown}: {first_line(e, 300)}"
+    ) from None
 
 
 def _load_backbone_weights(inputs, features, path: str, bb: Backbone) -> None:
@@ -249,13 +272,31 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     """Loads a ``.keras`` model saved by tfcam (or any Keras 3 model).
 
     Raises:
-        UserError: The file is missing or is not a Keras model.
+        UserError: The file is missing, or it is damaged or not a Keras model (empty, truncated,
+            bytes changed, a layer class nobody registered): one line naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Model file not found: '{path}'")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found", which misleads
+        kind = "empty" if path.stat().st_size == 0 else "not a .keras zip archive (or truncated)"
+        raise damaged(path, f"the file is {kind}", "model file")
     try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()  # checks every member's CRC: flipped or zeroed bytes show here
+        if bad is not None:
+            raise damaged(path, f"'{bad}' inside it fails its checksum", "model file")
         return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0][:300]
-        raise UserError(f"Cannot load model '{path}': {first}") from None
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile, EOFError) as e:
+        # What Keras raises for a config it cannot rebuild (an unknown class is a TypeError whose
+        # first line only says "could not be deserialized") or weights that do not read.
+        unknown = re.search(r"Could not locate (class|function) '([^']+)'", str(e))
+        if unknown:
+            raise damaged(
+                path,
+                f"it uses a {unknown[1]} '{unknown[2]}' that neither Keras nor tfcam defines",
+                "model file",
+            ) from None
+        raise damaged(path, e, "model file") from None

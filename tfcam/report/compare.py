@@ -71,10 +71,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _row(path: Path) -> tuple[dict, dict, list[str]]:
     """(flattened config, metrics, class names) of one run."""
-    import yaml
-
     run = Run(path)
-    cfg = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
+    cfg = run.raw_config()
     flat = {k: v for k, v in _flatten(cfg).items() if k not in IGNORED}
     metrics: dict = {}
     m = run.metrics() if run.metrics_path.is_file() else {}

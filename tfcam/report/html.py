@@ -9,14 +9,21 @@ manifest ``report/figures.json`` of model-dependent figures that
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
+from tfcam.errors import UserError
 from tfcam.io import atomic_path, read_json, write_text
 from tfcam.report.safe import anchor, esc, href
-from tfcam.runs import Run, read_history
+from tfcam.runs import HISTORY_COLUMNS, Run, read_history, read_table
+
+log = logging.getLogger("tfcam")
+T = TypeVar("T")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;line-height:1.45}
@@ -62,8 +69,18 @@ def write_report(run_dir: str | Path) -> Path:
     run = Run(run_dir).require()
     report_dir = run.report_path.parent
     fig_dir = report_dir / "figures"
+    cfg = run.config()  # without a readable config there is no report (a damaged one is named)
     cfg_text = run.config_path.read_text(encoding="utf-8")
-    cfg = run.config()
+    damaged: list[str] = []  # a damaged file costs its section, not the page
+
+    def readable(read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except UserError as e:
+            log.warning("%s; the report leaves it out", e)
+            damaged.append(str(e))
+            return default
+
     name = cfg.name
     sections: list[tuple[str, str, list[str]]] = []  # (id, title, html parts)
 
@@ -72,12 +89,14 @@ def write_report(run_dir: str | Path) -> Path:
             Path(tmp).write_bytes(to_png(fig, dpi=90))
         return f"figures/{file}"
 
-    class_names = run.class_names() if run.class_names_path.is_file() else []
+    class_names = readable(run.class_names, []) if run.class_names_path.is_file() else []
 
     # Summary -----------------------------------------------------------------------------------
-    metrics = run.metrics()
+    metrics: dict[str, Any] = readable(run.metrics, {})
     state = run.state() or {}
-    history = read_history(run.history_path)
+    history = readable(
+        lambda: read_history(run.history_path), pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    )
     cards = []
     for split in ("val", "test"):
         if split in metrics and metrics[split].get("accuracy") is not None:
@@ -92,6 +111,12 @@ def write_report(run_dir: str | Path) -> Path:
         f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in cards
     )
     summary += "</div>"
+    if damaged:
+        summary += (
+            "<div class='card'><b>Damaged files</b><ul>"
+            + "".join(f"<li>{esc(d)}</li>" for d in damaged)
+            + "</ul></div>"
+        )
 
     # Metrics -------------------------------------------------------------------------------------
     if metrics:
@@ -137,17 +162,21 @@ def write_report(run_dir: str | Path) -> Path:
         )
     batch_path = run.path / "batch_history.csv"
     if batch_path.is_file():
-        batches = pd.read_csv(batch_path)
+        batches = readable(lambda: read_table(batch_path), pd.DataFrame())
         if len(batches):
             parts.append(_figure(save(batch_loss_curve(batches), "batch_loss.png"), "batch loss"))
     lr_path = run.path / "lr_finder.csv"
     if lr_path.is_file():
-        lr = pd.read_csv(lr_path)
+        lr = readable(lambda: read_table(lr_path), pd.DataFrame())
         info_path = run.path / "lr_finder.json"
-        suggestion = read_json(info_path).get("suggestion") if info_path.is_file() else None
-        parts.append(
-            _figure(save(lr_finder_curve(lr, suggestion), "lr_finder.png"), "learning-rate finder")
-        )
+        info = readable(lambda: read_json(info_path), {}) if info_path.is_file() else {}
+        if len(lr):
+            suggestion = info.get("suggestion") if isinstance(info, dict) else None
+            parts.append(
+                _figure(
+                    save(lr_finder_curve(lr, suggestion), "lr_finder.png"), "learning-rate finder"
+                )
+            )
     if len(history):
         parts += [
             "<details><summary>History table</summary>",
@@ -158,8 +187,9 @@ def write_report(run_dir: str | Path) -> Path:
         sections.append(("training", "Training", parts))
 
     # Data ------------------------------------------------------------------------------------------
-    if run.data_report_path.is_file():
-        rep = read_json(run.data_report_path)
+    data_report = run.data_report_path
+    rep = readable(lambda: read_json(data_report), None) if data_report.is_file() else None
+    if isinstance(rep, dict):
         parts = [f"<p>{esc(rep.get('how', ''))}; root <code>{esc(rep.get('root', ''))}</code></p>"]
         counts = pd.DataFrame(rep.get("counts", {}))
         if len(counts):
@@ -180,8 +210,8 @@ def write_report(run_dir: str | Path) -> Path:
 
     # Model figures ---------------------------------------------------------------------------------
     manifest_path = report_dir / "figures.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = readable(lambda: read_json(manifest_path), {}) if manifest_path.is_file() else {}
+    if isinstance(manifest, dict):
         for sec in manifest.get("sections", []):
             parts = [f"<p>{esc(sec['text'])}</p>"] if sec.get("text") else []
             for fig in sec.get("figures", []):
@@ -193,8 +223,8 @@ def write_report(run_dir: str | Path) -> Path:
 
     # Heatmap metrics (tfcam evaluate-cams) ---------------------------------------------------------
     cams_path = run.path / "evaluate_cams" / "metrics.json"
-    if cams_path.is_file():
-        res = read_json(cams_path)
+    res = readable(lambda: read_json(cams_path), None) if cams_path.is_file() else None
+    if isinstance(res, dict):
         arrows = {c: "↑" if d == "higher" else "↓" for c, d in res.get("columns", {}).items()}
         table = pd.DataFrame(res.get("table", [])).set_index("method")
         table = table[[c for c in arrows if c in table.columns]]

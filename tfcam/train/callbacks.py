@@ -10,9 +10,10 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from tfcam.errors import UserError, damaged
 from tfcam.io import atomic_path, read_json, write_json
 from tfcam.report.safe import markdown_code
-from tfcam.runs import HISTORY_COLUMNS, read_history
+from tfcam.runs import HISTORY_COLUMNS, read_history, read_table
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -95,6 +96,22 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: str | Path, guard: NaNGuard | None = None):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
         self.guard = guard
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise  # a file-system error (permissions…), reported as such
+            # A backup that does not load is named, not a traceback (h5py says "OSError: Unable
+            # to synchronously open file" without the file's name).
+            which = self._weights_path
+            if isinstance(e, (json.JSONDecodeError, KeyError)):
+                which = self._training_metadata_path
+            raise UserError(
+                f"{damaged(which, e, 'resume backup')}; delete the folder '{self.backup_dir}' "
+                "to resume from the start of this phase instead"
+            ) from None
 
     def _save_model(self):
         if self.guard is not None and self.guard.tripped_at is not None:
@@ -193,9 +210,7 @@ class BatchHistoryCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self.rows: list[dict] = []
         if self.path.is_file():
-            import pandas as pd
-
-            self.rows = pd.read_csv(self.path).to_dict("records")
+            self.rows = read_table(self.path).to_dict("records")
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -269,7 +269,7 @@ def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
         "classes": splits.class_names,
         "counts": good.counts(),
         "totals": {s: len(f) for s, f in good.files.items()},
-        "skipped": [{"path": p, "reason": r} for p, r in scan.bad.items()],
+        "skipped": [{"path": p, "reason": r} for p, r in {**splits.skipped, **scan.bad}.items()],
         "suspicious": [{"path": p, "reason": r} for p, r in scan.suspicious.items()],
         "image_sizes": {
             "min_hw": sizes.min(axis=0).tolist(),
