@@ -121,7 +121,7 @@ def test_target_layers_and_default_out_dir(source, inputs, tmp_path):
         target="square",
     )
     assert res.out_dir == tmp_path / "default"
-    assert sorted(p.name for p in res.out_dir.iterdir()) == ["c", "d"]
+    assert sorted(p.name for p in res.out_dir.iterdir()) == ["c", "d", "index.html"]
     ex = _explainer(source)
     x = read_images([str(p) for p in good[2:]], source.image_size)
     logits = ex.forward_logits(x)

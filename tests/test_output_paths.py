@@ -137,7 +137,7 @@ def test_explain_writes_only_inside_out_whatever_the_inputs_are_called(tiny_run,
     r = run_cli("-q", "explain", tiny_run, *paths, "--out", out, "--json")
     assert r.exit_code == 0, (r.output, r.exception)
     assert (sorted(os.listdir(work)), sorted(os.listdir(tmp_path))) == before
-    folders = sorted(os.listdir(out))
+    folders = sorted(set(os.listdir(out)) - {"index.html"})
     assert len(folders) == len(paths)  # one each: nothing overwritten
     assert len({f.casefold() for f in folders}) == len(folders)
     for f in folders:
@@ -169,3 +169,11 @@ def test_safe_name(name, expected):
     from tfcam.explain.files import safe_name
 
     assert safe_name(name) == expected
+
+
+def test_an_image_called_index_html_does_not_take_the_page_name(tmp_path):
+    from tfcam.explain.files import _ImageFolders
+
+    folders = _ImageFolders(tmp_path)
+    assert folders(Path("INDEX.HTML.png")).name == "INDEX.HTML-2"
+    assert folders(Path("index.html.jpg")).name == "index.html-3"

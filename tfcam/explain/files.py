@@ -153,7 +153,7 @@ class _ImageFolders:
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        self.taken: set[str] = set()
+        self.taken: set[str] = {"index.html"}  # the page beside the folders
 
     def __call__(self, path: Path) -> Path:
         base = safe_name(path)
