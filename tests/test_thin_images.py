@@ -105,17 +105,46 @@ import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from tfcam.data.pipeline import read_images
 shapes = {}
-for path in sys.argv[1:]:
-    for mode in ("crop", "stretch", "pad", "native"):
+modes = sys.argv[1].split(",")
+for path in sys.argv[2:]:
+    for mode in modes:
         x = read_images([path], 224, mode)
         assert float(x.min()) >= -1 and float(x.max()) <= 255  # native pads with -1
         shapes[os.path.basename(path) + ":" + mode] = list(x.shape)
 print(json.dumps(shapes))
 """
+# A wrapper process, so RUSAGE_CHILDREN holds the reader alone, not earlier tests' children.
+WRAPPER = """
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(r.stderr[-3000:])
+print(r.stdout.strip())
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)
+"""
+LIMIT_KB = int(1.5 * 1024 * 1024)
 
 
 def _cap_memory():
+    # A safety cap: a regression fails the test instead of taking the shared machine's memory.
     resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))
+
+
+def read_in_child(paths, modes) -> tuple[dict, int]:
+    """``read_images`` of each path in each mode at 224 px in a fresh process: the shapes, and
+    the process's peak resident memory in kilobytes."""
+    cmd = [sys.executable, "-c", WORKER, ",".join(modes), *map(str, paths)]
+    out = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=_cap_memory,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    shapes_line, peak_kb = out.stdout.strip().splitlines()[-2:]
+    return json.loads(shapes_line), int(peak_kb)
 
 
 @pytest.mark.slow
@@ -124,31 +153,34 @@ def test_thin_images_are_read_with_bounded_memory(tmp_path):
     png = write_image(tmp_path / "wide.png", rng.integers(0, 256, (1, 40000, 3), dtype=np.uint8))
     jpg = write_image(tmp_path / "strip.jpg", rng.integers(0, 256, (10000, 1, 3), dtype=np.uint8))
     assert png.stat().st_size < 150_000
-    # A wrapper process, so RUSAGE_CHILDREN holds the reader alone, not earlier tests' children.
-    wrapper = (
-        "import resource, subprocess, sys\n"
-        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-        "sys.stderr.write(r.stderr[-3000:])\n"
-        "print(r.stdout.strip())\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-        "sys.exit(r.returncode)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", wrapper, sys.executable, "-c", WORKER, str(png), str(jpg)],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=_cap_memory,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    shapes_line, peak_kb = out.stdout.strip().splitlines()[-2:]
-    shapes = json.loads(shapes_line)
+    shapes, peak_kb = read_in_child([png, jpg], MODES)
     assert shapes == {
         f"{n}:{m}": [1, 224, 224, 3] for n in ("wide.png", "strip.jpg") for m in MODES
     }
-    assert int(peak_kb) < 1.5 * 1024 * 1024, f"peak RSS {int(peak_kb) // 1024} MB"
+    assert peak_kb < LIMIT_KB, f"peak RSS {peak_kb // 1024} MB"
+
+
+@pytest.mark.slow
+def test_a_20_megapixel_png_is_read_in_bounded_memory(tmp_path):
+    a = np.zeros((5000, 4000, 3), np.uint8)
+    a[..., 0] = np.arange(4000) % 256
+    a[..., 1] = (np.arange(5000) % 256)[:, None]
+    path = write_image(tmp_path / "big.png", a)
+    del a
+    shapes, peak_kb = read_in_child([path], ["stretch"])
+    assert shapes == {"big.png:stretch": [1, 224, 224, 3]}
+    # About 8 bytes a pixel over TensorFlow's own 0.65 GB (it was about 60: 1.8 GB).
+    assert peak_kb < 1.1 * 1024 * 1024, f"peak RSS {peak_kb // 1024} MB"
+
+
+def test_partly_transparent_png_is_composited_over_white_exactly(tmp_path):
+    v, a = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")  # every value and alpha
+    rgba = np.stack([v, 255 - v, v // 2, a], axis=-1).astype(np.uint8)
+    path = write_image(tmp_path / "rgba.png", rgba)
+    img, _ = P.decode_image(tf.io.read_file(str(path)), 32)
+    f = rgba.astype(np.float64)
+    want = np.floor((f[..., :3] * f[..., 3:] + 255 * (255 - f[..., 3:])) / 255 + 0.5)
+    np.testing.assert_array_equal(img.numpy(), want.astype(np.uint8))
 
 
 # --------------------------------------------------------------------------------------------
