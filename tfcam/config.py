@@ -372,6 +372,12 @@ def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
 # Validation of values that a type alone cannot express
 
 
+#: Largest ``data.image_size``: one 2048×2048 float image is 50 MB, a batch of 32 is 1.6 GB, and
+#: the largest ImageNet backbones train at 600 px; a larger side is a typo (100000 would ask for
+#: 120 GB per image).
+MAX_IMAGE_SIZE = 2048
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Checks ranges and cross-field rules.
 
@@ -386,7 +392,12 @@ def validate(cfg: ExperimentConfig) -> None:
         if not ok:
             raise UserError(f"Invalid value for {key}: {value!r} ({rule})")
 
-    need(d.image_size >= 8, "data.image_size", d.image_size, "must be at least 8")
+    need(
+        8 <= d.image_size <= MAX_IMAGE_SIZE,
+        "data.image_size",
+        d.image_size,
+        f"must be from 8 to {MAX_IMAGE_SIZE} pixels",
+    )
     need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be at least 1")
     if d.url is not None:
         need(

@@ -5,10 +5,13 @@ colour type, with or without alpha or a transparent colour, composited over whit
 (first frame) and WebP, each turned upright by its EXIF orientation as Pillow's
 ``ImageOps.exif_transpose`` does. Large JPEGs are
 decoded at 1/2, 1/4 or 1/8 scale directly in the DCT domain when the target size allows, so a
-12000×12000 photo costs about as much memory as a 1500×1500 one, and typical photos decode faster.
+12000×12000 photo costs about as much memory as a 1500×1500 one, and typical photos decode faster;
+no image is decoded to more than ``MAX_PIXELS`` (Pillow's limit). Resizing
+(:mod:`tfcam.data.resize`) keeps memory near the input plus the output whatever the aspect ratio.
 
 Before training, :func:`scan_files` decodes every file once with the same code the pipeline uses,
-so a broken file is found up front (and reported) instead of stopping an epoch half-way.
+so a broken file is found up front (and reported) instead of stopping an epoch half-way; an
+image thinner than ``1:MAX_ASPECT`` is listed as suspicious and left out of training.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import tensorflow as tf
 
 from tfcam.data.augment import apply
 from tfcam.data.headers import exif_orientation, orientation_op, png_opaque_op, upright
+from tfcam.data.resize import as_hw, resize_image
 from tfcam.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-RESIZE_MODES = ("stretch", "pad", "crop", "native")
 #: Value of the padding around images of ``native`` size in a batch (real pixels are 0–255);
 #: the model's masked pooling recognises it. Same value as ``tfcam.models.layers.PAD_VALUE``.
 PAD_VALUE = -1.0
@@ -35,20 +38,20 @@ PAD_VALUE = -1.0
 SHAPE_POOL_BATCHES = 16
 #: Formats TensorFlow decodes, by the names Pillow gives them.
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
-#: Non-JPEG images above this many pixels are skipped: they cannot be decoded at reduced scale.
-MAX_PIXELS_FULL_DECODE = 100_000_000
+#: No image is decoded to more pixels than this: Pillow's ``MAX_IMAGE_PIXELS`` (its
+#: decompression-bomb limit, 1024³ / 4 / 3 ≈ 89.5 million). JPEGs above it are decoded at a
+#: reduced scale (1/2 … 1/8, enough for any JPEG); other formats cannot be, and are refused.
+MAX_PIXELS = 89_478_485
+#: An image whose longer side is more than this many times its shorter side is left out of
+#: training (listed as suspicious): at 224 px a 1:20 strip keeps 11 px across in ``pad`` mode,
+#: a twentieth of it in ``crop`` mode, and is squeezed twentyfold in ``stretch`` mode. Wider
+#: than camera panoramas (about 1:4 to 1:10). Prediction and explanation still read them.
+MAX_ASPECT = 20
 #: An image whose 32×32 sample has fewer distinct colours than this is flagged (not skipped).
 FEW_COLOURS = 48
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    h, w = image_size
-    return int(h), int(w)
 
 
 def decode_image(
@@ -66,17 +69,20 @@ def decode_image(
         ``(image, original_hw)``: uint8 ``[h, w, 3]`` and the full size of the image as it is
         seen upright (before any reduced-scale decoding), int32 ``[2]``.
     """
-    target = max(_as_hw(image_size))
+    target = max(as_hw(image_size))
     head = tf.strings.substr(contents, 0, 8)
     orientation = orientation_op(contents)
 
     def jpeg():
         shape = tf.io.extract_jpeg_shape(contents)
         shorter = tf.reduce_min(shape[:2])
-        # Index of the ratio in (1, 2, 4, 8): the largest one keeping the shorter side >= target.
+        pixels = tf.cast(shape[0], tf.float64) * tf.cast(shape[1], tf.float64)
+        # Index of the ratio in (1, 2, 4, 8): the largest one keeping the shorter side >= target,
+        # or a larger one when needed to stay within MAX_PIXELS.
         idx = tf.constant(0)
         for i, r in enumerate((2, 4, 8), start=1):
-            idx = tf.where(shorter // r >= target, tf.constant(i), idx)
+            fits = (shorter // r >= target) | (pixels / (r // 2) ** 2 > MAX_PIXELS)
+            idx = tf.where(fits, tf.constant(i), idx)
         branches = [
             (
                 lambda r=r: tf.io.decode_jpeg(
@@ -87,11 +93,30 @@ def decode_image(
         ]
         return tf.switch_case(idx, branches), shape[:2]
 
-    def png():
+    def png16():
         rgba = tf.cast(tf.io.decode_png(contents, channels=4, dtype=tf.uint16), tf.float32)
         alpha = tf.where(png_opaque_op(contents), 1.0, rgba[..., 3:] / 65535.0)
         rgb = rgba[..., :3] * alpha + 65535.0 * (1.0 - alpha)  # transparent pixels become white
-        img = tf.cast(tf.round(rgb / 257.0), tf.uint8)
+        return tf.cast(tf.round(rgb / 257.0), tf.uint8)
+
+    def png8():
+        # Up to 8 bits a sample: 4 bytes a pixel, and integer compositing only where there is
+        # transparency (the 16-bit path holds about 60 bytes a pixel).
+        rgba = tf.io.decode_png(contents, channels=4, dtype=tf.uint8)
+        opaque = png_opaque_op(contents) | tf.reduce_all(rgba[..., 3] == 255)
+
+        def over_white():
+            # round((v·a + 255·(255 − a)) / 255) in uint16: the sum is at most 255², and a
+            # multiple of 1/255 is never exactly half-way, so adding 127 then flooring rounds.
+            px = tf.cast(rgba, tf.uint16)
+            a = px[..., 3:]
+            return tf.cast((px[..., :3] * a + 255 * (255 - a) + 127) // 255, tf.uint8)
+
+        return tf.cond(opaque, lambda: rgba[..., :3], over_white)
+
+    def png():
+        bit_depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]
+        img = tf.cond(bit_depth == 16, png16, png8)
         return img, tf.shape(img, out_type=tf.int32)[:2]
 
     def other():  # GIF (first frame), BMP, WebP
@@ -107,50 +132,6 @@ def decode_image(
     return upright(img, orientation), hw
 
 
-def resize_image(
-    image: tf.Tensor, image_size: int | Sequence[int], mode: str = "stretch"
-) -> tf.Tensor:
-    """Resizes to ``image_size`` and returns float32 in [0, 255].
-
-    Args:
-        image: ``[h, w, 3]`` of any numeric type, 0–255.
-        image_size: Target ``(height, width)`` or one side; in ``native`` mode, the cap on the
-            longer side.
-        mode: ``stretch`` (ignore the aspect ratio), ``pad`` (fit inside, black borders),
-            ``crop`` (cover, then cut the centre) or ``native`` (keep the size and aspect ratio,
-            only scaling down an image whose longer side exceeds the cap; the result has the
-            image's own size).
-    """
-    h_t, w_t = _as_hw(image_size)
-    image = tf.cast(image, tf.float32)
-    if mode == "native":
-        hw = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = tf.minimum(1.0, float(max(h_t, w_t)) / tf.reduce_max(hw))
-        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
-        out = tf.cond(
-            scale < 1.0,
-            lambda: tf.image.resize(image, new_hw, method="bilinear", antialias=True),
-            lambda: image,
-        )
-        return tf.clip_by_value(tf.ensure_shape(out, [None, None, 3]), 0.0, 255.0)
-    if mode == "stretch":
-        out = tf.image.resize(image, [h_t, w_t], method="bilinear", antialias=True)
-    elif mode == "pad":
-        out = tf.image.resize_with_pad(image, h_t, w_t, method="bilinear", antialias=True)
-    elif mode == "crop":
-        hw = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = tf.maximum(h_t / hw[0], w_t / hw[1])
-        new_hw = tf.maximum(tf.cast(tf.math.ceil(hw * scale), tf.int32), [h_t, w_t])
-        out = tf.image.resize(image, new_hw, method="bilinear", antialias=True)
-        top = (new_hw[0] - h_t) // 2
-        left = (new_hw[1] - w_t) // 2
-        out = out[top : top + h_t, left : left + w_t]
-    else:
-        raise UserError(f"Unknown resize mode '{mode}'. Choose from: {', '.join(RESIZE_MODES)}")
-    out = tf.ensure_shape(out, [h_t, w_t, 3])
-    return tf.clip_by_value(out, 0.0, 255.0)
-
-
 def load_image(
     path: tf.Tensor, image_size: int | Sequence[int], resize: str = "stretch"
 ) -> tf.Tensor:
@@ -164,7 +145,7 @@ def load_image(
 def letterbox(image: tf.Tensor, image_size: int | Sequence[int]) -> tf.Tensor:
     """Pads an image of native size at the bottom and right with ``PAD_VALUE`` to ``image_size``
     (how a batch pads it), so native-size images can be stacked for prediction and explanation."""
-    h_t, w_t = _as_hw(image_size)
+    h_t, w_t = as_hw(image_size)
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     out = tf.pad(image, [[0, h_t - h], [0, w_t - w], [0, 0]], constant_values=PAD_VALUE)
     return tf.ensure_shape(out, [h_t, w_t, 3])
@@ -299,7 +280,7 @@ def make_dataset(
             files=files,
             labels=labels,
             train=train,
-            cap=max(_as_hw(image_size)),
+            cap=max(as_hw(image_size)),
             batch_size=batch_size,
             num_classes=num_classes,
             augment=augment,
@@ -395,12 +376,16 @@ class ScanResult:
 
     Attributes:
         bad: ``{path: reason}`` for files that cannot be used (they are skipped).
-        suspicious: ``{path: reason}`` for files that decode but look odd (they are kept).
+        suspicious: ``{path: reason}`` for files that decode but look odd (kept, except those
+            in ``left_out``).
+        left_out: The suspicious files training leaves out: an aspect ratio beyond
+            ``1:MAX_ASPECT`` (the reason says so).
         sizes: ``{path: (height, width)}`` of every good file as stored.
     """
 
     bad: dict[str, str] = field(default_factory=dict)
     suspicious: dict[str, str] = field(default_factory=dict)
+    left_out: set[str] = field(default_factory=set)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -418,10 +403,11 @@ def _header_check(path: str) -> str | None:
     fmt, (w, h) = header
     if fmt not in SUPPORTED_FORMATS:
         return f"unsupported image format {fmt}; use JPEG, PNG, BMP, GIF or WebP"
-    if fmt not in ("JPEG", "MPO") and w * h > MAX_PIXELS_FULL_DECODE:
+    if fmt not in ("JPEG", "MPO") and w * h > MAX_PIXELS:
         return (
-            f"too large to decode safely ({w}×{h} {fmt}; the limit for non-JPEG images is "
-            f"{MAX_PIXELS_FULL_DECODE // 1_000_000} megapixels)"
+            f"too large to decode safely ({w}×{h} {fmt}, {w * h / 1e6:.0f} million pixels; the "
+            f"limit is {MAX_PIXELS:,} pixels, Pillow's MAX_IMAGE_PIXELS; JPEGs of any size "
+            "are read at reduced scale)"
         )
     return None
 
@@ -452,7 +438,8 @@ def scan_files(
         progress: Optional callable taking a message.
 
     Returns:
-        The broken files with reasons, the suspicious ones, and every good file's stored size.
+        The broken files with reasons, the suspicious ones (and which of them training leaves
+        out), and every good file's stored size.
     """
     files = [os.fspath(f) for f in files]
     result = ScanResult()
@@ -489,6 +476,12 @@ def scan_files(
         notes = []
         if min(h, w) < 8:
             notes.append(f"very small ({w}×{h} px)")
+        if max(h, w) > MAX_ASPECT * min(h, w):
+            notes.append(
+                f"aspect ratio 1:{max(h, w) / max(min(h, w), 1):.0f} beyond 1:{MAX_ASPECT}; "
+                "left out of training"
+            )
+            result.left_out.add(f)
         if n < FEW_COLOURS:
             notes.append(
                 f"few distinct colours ({n} in a 32×32 sample): a placeholder, icon or blank?"
@@ -520,5 +513,5 @@ def read_images(
             out.append(img.numpy())
         except tf.errors.OpError:
             raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
-    h, w = _as_hw(image_size)
+    h, w = as_hw(image_size)
     return np.stack(out) if out else np.zeros((0, h, w, 3), np.float32)

@@ -199,7 +199,10 @@ def write_report(run_dir: str | Path) -> Path:
                 _figure(save(class_distribution(counts), "class_distribution.png"), "classes")
             )
             parts.append(counts.to_html())
-        for key, title in (("skipped", "Skipped files"), ("suspicious", "Kept, but worth a look")):
+        for key, title in (
+            ("skipped", "Skipped files"),
+            ("suspicious", "Worth a look (kept unless the reason says otherwise)"),
+        ):
             items = rep.get(key) or []
             if items:
                 parts += [

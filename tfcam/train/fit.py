@@ -230,12 +230,13 @@ def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
     splits = load_splits(cfg.data, progress=log.info)
     all_files = [f for split in splits.files.values() for f in split]
     scan = scan_files(all_files, image_size=cfg.data.image_size, progress=log.info)
-    good = splits.drop(set(scan.bad))
+    good = splits.drop(set(scan.bad) | scan.left_out)
     empty = [c for c, n in good.counts()["train"].items() if n == 0]
     if empty:
         raise UserError(
             f"No usable training images for class(es) {', '.join(empty)} in '{splits.root}' "
-            f"({len(scan.bad)} files could not be read)"
+            f"({len(scan.bad)} files could not be read, {len(scan.left_out)} left out for their "
+            "aspect ratio)"
         )
     if "val" not in good.files or not good.files["val"]:
         raise UserError(
@@ -256,8 +257,9 @@ def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
     if scan.suspicious:
         shown = "; ".join(f"{Path(p).name} ({r})" for p, r in list(scan.suspicious.items())[:10])
         log.warning(
-            "Kept %d images that look odd: %s (listed in data_report.json)",
+            "%d images look odd (%d of them left out of training): %s (listed in data_report.json)",
             len(scan.suspicious),
+            len(scan.left_out),
             shown,
         )
 
