@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -150,7 +149,9 @@ def test_two_fits_started_together_on_one_run_dir_exactly_one_wins(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     assert len(list(barrier.iterdir())) == 2  # both reached the starting line
     codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 2], [(p.returncode, err[-2000:]) for p, (_, err) in zip(procs, outs)]
+    assert codes == [0, 2], [
+        (p.returncode, err[-2000:]) for p, (_, err) in zip(procs, outs, strict=True)
+    ]
     winner = next(i for i, p in enumerate(procs) if p.returncode == 0)
     loser_err = outs[1 - winner][1]
     assert "Traceback" not in loser_err
