@@ -167,9 +167,10 @@ class Run:
         if not self.state_path.is_file():
             return {}
         try:
-            return read_json(self.state_path)
-        except json.JSONDecodeError:
+            state = read_json(self.state_path)
+        except ValueError:  # not JSON, or not UTF-8: an unreadable state says nothing
             return {}
+        return state if isinstance(state, dict) else {}
 
     def update_state(self, **changes: Any) -> dict[str, Any]:
         state = self.state()

@@ -90,8 +90,9 @@ def fit(
         lock = lock_run(run.path)  # one writer: a second fit or --resume fails here, naming it
         try:
             cfg = run.config()
-            log.info("Resuming %s (status: %s)", run.path, run.state().get("status", "unknown"))
+            status = run.state().get("status", "unknown")
             state = prepare_resume(run, cfg, force=force)
+            log.info("Resuming %s (status: %s)", run.path, status)
         except BaseException:
             lock.release()
             raise

@@ -88,9 +88,9 @@ def _finished_reason(run: Run, state: dict[str, Any], state_note: str) -> str | 
     """Why the run counts as finished, or None."""
     status = state.get("status")
     if status == "completed":
-        return "its state is completed"
+        return "state.json says completed"
     if run.model_path.is_file() and not (state.get("retrain") and status != "completed"):
-        return f"it has its final model.keras ({state_note})"
+        return f"its final model.keras is there; {state_note}"
     return None
 
 
