@@ -84,10 +84,8 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, force, no
     if force and not resume_dir:
         raise UserError("--force goes with --resume RUN_DIR (to train a finished run again)")
     if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
-        if force:
-            raise UserError("--force trains one finished run again; it does not apply to sweeps")
         _fit_sweep(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report,
-                   strategy, sweeps, given)  # fmt: skip
+                   strategy, sweeps, given, force)  # fmt: skip
         return
     if resume_dir and given:
         raise UserError(
@@ -121,8 +119,10 @@ def _load(experiment, overrides, data_dir=None, weights=None):
 
 def _fit_sweep(
     experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps,
-    given,
+    given, force=False,
 ) -> None:  # fmt: skip
+    if force:
+        raise UserError("--force trains one finished run again; it does not apply to sweeps")
     if resume_dir and (given or sweeps):
         raise UserError(
             "--resume continues a sweep with its own saved grid; do not combine it with "
