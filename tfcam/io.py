@@ -38,14 +38,33 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    _pending.add(tmp_path)
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        _pending.discard(tmp_path)
+
+
+#: Temporary files of the writes in progress, for :func:`discard_pending`.
+_pending: set[Path] = set()
+
+
+def discard_pending() -> None:
+    """Removes the temporary files of every atomic write in progress (their targets untouched).
+
+    For a process about to end at once (``os._exit`` on a second Ctrl-C), where the ``finally``
+    blocks of :func:`atomic_path` will not run.
+    """
+    for tmp in list(_pending):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _umask() -> int:

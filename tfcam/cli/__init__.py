@@ -10,11 +10,12 @@ answer at once. The group and its exit codes are :mod:`tfcam.cli.group`; shared 
 from __future__ import annotations
 
 from tfcam.cli import explanations, receptive_field, runs, training  # noqa: F401 - registers
-from tfcam.cli.group import cli
+from tfcam.cli.group import cli, handle_interrupts
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    handle_interrupts()
     cli.main(args=argv, prog_name="tfcam")
 
 

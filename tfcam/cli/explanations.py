@@ -19,6 +19,7 @@ from tfcam.cli.options import (
     require_run,
     run_and_inputs,
     run_and_inputs_argument,
+    run_writer,
     split_option,
 )
 from tfcam.cli.stderr import quiet_tensorflow
@@ -95,9 +96,12 @@ def explain(paths, model_path, methods, layers, class_names, list_layers, list_m
         return
     options = {k: kw.pop(k) for k in _METHOD_OPTIONS}
     show = not as_json and sys.stderr.isatty()
-    with click.progressbar(
-        length=n_files, label="Explaining", file=sys.stderr, hidden=not show
-    ) as bar:
+    with (
+        run_writer(run_dir, kw["out_dir"]),
+        click.progressbar(
+            length=n_files, label="Explaining", file=sys.stderr, hidden=not show
+        ) as bar,
+    ):
         done = files.explain_files(source, inputs, chosen, layers=layers or None, options=options,
                                    progress=bar.update, **kw)  # fmt: skip
     _echo_explained(done, as_json)
@@ -147,9 +151,10 @@ def features(paths, model_path, layers, count, order, out_dir, as_json) -> None:
     from tfcam.explain import files
 
     source = files.load_source(run_dir, model_path)
-    records = files.write_feature_maps(
-        source, inputs, layers=layers or None, count=count, order=order, out_dir=out_dir
-    )
+    with run_writer(run_dir, out_dir):
+        records = files.write_feature_maps(
+            source, inputs, layers=layers or None, count=count, order=order, out_dir=out_dir
+        )
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
@@ -209,7 +214,8 @@ def evaluate_cams_cmd(run_dir, methods, n_images, no_road, as_json, **kw) -> Non
     from tfcam.explain.evaluate_cams import evaluate_cams
 
     t0 = time.perf_counter()
-    result = evaluate_cams(run_dir, [methods], n=n_images, road=not no_road, **kw)
+    with run_writer(run_dir, kw["out_dir"]):
+        result = evaluate_cams(run_dir, [methods], n=n_images, road=not no_road, **kw)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))

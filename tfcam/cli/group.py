@@ -2,6 +2,11 @@
 
 Exit codes: 0 success; 2 a usage or input error (one line on stderr naming the bad value and the
 valid choices, no traceback); 1 anything unexpected; 130 when interrupted.
+
+Ctrl-C: the first one raises ``KeyboardInterrupt``, so that the command stops where it is, its
+``finally`` blocks remove their temporary files and a run records ``interrupted``; it ends with
+130. A second one ends the process at once (still 130), after removing the temporary files of the
+atomic writes in progress: every file is either its old or its new self, never half-written.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -74,6 +81,31 @@ def file_error_message(e: OSError) -> str | None:
     return f"{verb} '{path}': {reason}".encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_interrupts = {"count": 0}
+
+
+def _on_sigint(signum, frame) -> None:
+    _interrupts["count"] += 1
+    if _interrupts["count"] == 1:
+        raise KeyboardInterrupt
+    from tfcam.cli.stderr import terminal_fd
+    from tfcam.io import discard_pending
+
+    discard_pending()
+    try:
+        os.write(terminal_fd(), b"\ntfcam: error: interrupted (stopped at once)\n")
+    finally:
+        os._exit(130)
+
+
+def handle_interrupts() -> None:
+    """Installs the Ctrl-C handler described above, for the whole process (the console script
+    calls it; an in-process ``CliRunner`` keeps its host's handler)."""
+    if threading.current_thread() is threading.main_thread():
+        _interrupts["count"] = 0
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
 class _Group(click.Group):
     """Maps exceptions to exit codes and one-line messages."""
 
@@ -88,7 +120,11 @@ class _Group(click.Group):
             )
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except click.Abort:
+        except click.Abort as e:
+            # click turns Ctrl-C (KeyboardInterrupt) into Abort outside standalone mode: that is
+            # an interruption (130), not the "aborted" of a declined prompt (1).
+            if isinstance(e.__cause__, KeyboardInterrupt) or _interrupts["count"]:
+                fail("interrupted", 130)
             fail("aborted", 1)
         except click.ClickException as e:
             fail(" ".join(e.format_message().split()), 2)

@@ -7,7 +7,8 @@ text is a parameter and the option stays one definition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -94,6 +95,29 @@ def split_option(choices: tuple[str, ...] = ("val", "test")) -> Callable:
     return click.option(
         "--split", type=click.Choice(list(choices)), default="val", show_default=True
     )
+
+
+def force_option(help: str) -> Callable:
+    """``--force``: replace results that are already finished (never done without it)."""
+    return click.option("--force", is_flag=True, help=help)
+
+
+@contextlib.contextmanager
+def run_writer(run_dir: str | None, out_dir: str | None = None) -> Iterator[None]:
+    """Holds a run's writer's lock while a command writes into the run (its default output, or an
+    ``out_dir`` inside it): while ``tfcam fit`` trains the run, the command exits 2 naming it.
+    Writing elsewhere, or with no run, needs no lock."""
+    from pathlib import Path
+
+    if run_dir is None or (
+        out_dir is not None and not Path(out_dir).resolve().is_relative_to(Path(run_dir).resolve())
+    ):
+        yield
+        return
+    from tfcam.runs import lock_run
+
+    with lock_run(run_dir):
+        yield
 
 
 def run_and_inputs_argument() -> Callable:

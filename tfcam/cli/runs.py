@@ -8,7 +8,14 @@ import logging
 import click
 
 from tfcam.cli.group import cli
-from tfcam.cli.options import echo_table, json_option, out_option, require_run, split_option
+from tfcam.cli.options import (
+    echo_table,
+    json_option,
+    out_option,
+    require_run,
+    run_writer,
+    split_option,
+)
 from tfcam.cli.stderr import quiet_tensorflow
 
 log = logging.getLogger("tfcam")
@@ -24,7 +31,8 @@ def evaluate(run_dir, split, as_json) -> None:
     quiet_tensorflow()
     from tfcam.train.evaluate import evaluate_run
 
-    summary, per_class = evaluate_run(run_dir, split)
+    with run_writer(run_dir):  # updates metrics.json and predictions_<split>.csv
+        summary, per_class = evaluate_run(run_dir, split)
     if as_json:
         click.echo(json.dumps({"split": split, **summary}, indent=2))
         return
@@ -65,7 +73,9 @@ def report(run_dir) -> None:
     quiet_tensorflow()
     from tfcam.explain.report_figures import build_report
 
-    click.echo(f"Report: {build_report(run_dir)}")
+    with run_writer(run_dir):
+        path = build_report(run_dir)
+    click.echo(f"Report: {path}")
 
 
 @cli.command()

@@ -61,6 +61,7 @@ def filter_native_stderr() -> None:
         thread.join(timeout=5)
 
     _stderr_filter["thread"] = thread
+    _stderr_filter["original"] = original
     atexit.register(drain)
 
 
@@ -69,3 +70,9 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     filter_native_stderr()
+
+
+def terminal_fd() -> int:
+    """The file descriptor of the real stderr (the filter's pump may not run again when the
+    process ends with ``os._exit``)."""
+    return _stderr_filter.get("original", 2)

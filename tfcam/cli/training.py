@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from tfcam.cli.group import cli
-from tfcam.cli.options import count_option, echo_table, experiment_options, json_option, out_option
+from tfcam.cli.options import (
+    count_option,
+    echo_table,
+    experiment_options,
+    force_option,
+    json_option,
+    out_option,
+)
 from tfcam.cli.stderr import quiet_tensorflow
 from tfcam.errors import UserError
 
@@ -42,6 +49,7 @@ def experiments(as_json: bool) -> None:
 @click.option(
     "--resume", "resume_dir", metavar="RUN_DIR", help="Continue a killed or interrupted run."
 )
+@force_option("With --resume: train a run that already finished again, replacing its model.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
 @click.option(
     "--sweep",
@@ -59,7 +67,8 @@ def experiments(as_json: bool) -> None:
     help="tf.distribute strategy: mirrored over local GPUs, multiworker over the machines of "
     "TF_CONFIG (each runs this command; worker 0 writes the report).",
 )
-def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps):
+def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, force, no_report, strategy,
+        sweeps):  # fmt: skip
     """Train an experiment and write its run directory (or a sweep folder of runs).
 
     \b
@@ -67,13 +76,16 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
       tfcam fit --experiment shapes
       tfcam fit --experiment folder --data-dir ~/photos --set model.backbone=resnet50
       tfcam fit --resume runs/shapes-20261123-101500
+      tfcam fit --resume runs/shapes-20261123-101500 --force   # train a finished run again
       tfcam fit -e shapes --sweep train.learning_rate=0.01,0.001 --sweep data.batch_size=32,64
       tfcam fit --resume runs/shapes-sweep-20261123-101500
     """
     given = experiment or data_dir or weights or overrides or run_dir
+    if force and not resume_dir:
+        raise UserError("--force goes with --resume RUN_DIR (to train a finished run again)")
     if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
         _fit_sweep(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report,
-                   strategy, sweeps, given)  # fmt: skip
+                   strategy, sweeps, given, force)  # fmt: skip
         return
     if resume_dir and given:
         raise UserError(
@@ -87,7 +99,7 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report
     from tfcam.train.fit import fit as run_fit
 
     result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report,
-                     strategy=strategy)  # fmt: skip
+                     strategy=strategy, force=force)  # fmt: skip
     click.echo(f"Run directory: {result.run_dir}")
     for split, m in result.metrics.items():
         click.echo(
@@ -107,8 +119,10 @@ def _load(experiment, overrides, data_dir=None, weights=None):
 
 def _fit_sweep(
     experiment, data_dir, weights, overrides, run_dir, resume_dir, no_report, strategy, sweeps,
-    given,
+    given, force=False,
 ) -> None:  # fmt: skip
+    if force:
+        raise UserError("--force trains one finished run again; it does not apply to sweeps")
     if resume_dir and (given or sweeps):
         raise UserError(
             "--resume continues a sweep with its own saved grid; do not combine it with "

@@ -29,10 +29,11 @@ from tfcam.data.sources import (
 from tfcam.errors import TrainingDiverged, UserError
 from tfcam.io import atomic_path, write_json
 from tfcam.models.build import build_classifier, set_backbone_trainable
-from tfcam.runs import Run, default_run_dir
+from tfcam.runs import Run, default_run_dir, lock_run
 from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
 from tfcam.train.evaluate import evaluate_model_on_split
+from tfcam.train.resume import prepare_resume
 
 log = logging.getLogger("tfcam")
 
@@ -54,6 +55,7 @@ def fit(
     verbose: int | str = "auto",
     report: bool = True,
     strategy: str = "auto",
+    force: bool = False,
 ) -> FitResult:
     """Trains an experiment into a run directory.
 
@@ -65,12 +67,16 @@ def fit(
         report: Write ``report/index.html`` at the end (the chief worker only).
         strategy: ``auto``, ``none``, ``mirrored`` or ``multiworker`` (see
             :mod:`tfcam.train.distribute`).
+        force: With ``resume``, train a run that already finished again from its first epoch
+            (see :func:`tfcam.train.resume.prepare_resume`).
 
     Returns:
         The run directory, its metrics and the wall time.
 
     Raises:
-        UserError: Bad data, config or run directory.
+        UserError: Bad data, config or run directory; the run is being written by another
+            process (its writer's lock, :class:`tfcam.runs.DirectoryLock`, is held while this
+            runs); a resumed run that already finished (without ``force``).
         TrainingDiverged: The loss became NaN or infinite (the last good checkpoint is kept).
     """
     t0 = time.perf_counter()
@@ -81,20 +87,31 @@ def fit(
         if run_dir is None:
             raise UserError("--resume needs the run directory to continue")
         run = Run(run_dir).require()
-        cfg = run.config()
-        state = run.state()
-        if state.get("status") == "completed":
-            raise UserError(f"Run '{run.path}' is already complete; nothing to resume")
-        log.info("Resuming %s (status: %s)", run.path, state.get("status", "unknown"))
+        lock = lock_run(run.path)  # one writer: a second fit or --resume fails here, naming it
+        try:
+            cfg = run.config()
+            status = run.state().get("status", "unknown")
+            state = prepare_resume(run, cfg, force=force)
+            log.info("Resuming %s (status: %s)", run.path, status)
+        except BaseException:
+            lock.release()
+            raise
     else:
         if cfg is None:
             raise ValueError("fit() needs a config unless resume=True")
         check_data_config(cfg.data, cfg.name)
         run = Run(run_dir if run_dir is not None else default_run_dir(cfg.name))
-        run.create()
-        run.write_config(cfg)
+        lock = run.create()
         state = {}
-    run.update_state(status="running", phase_done=state.get("phase_done", 0))
+    with lock:
+        return _fit_locked(cfg, run, state, t0, verbose=verbose, report=report, strategy=strategy)
+
+
+def _fit_locked(cfg, run, state, t0, *, verbose, report, strategy) -> FitResult:
+    """:func:`fit` once the run is created or checked, with its lock held."""
+    if not run.config_path.is_file():
+        run.write_config(cfg)
+    run.update_state(status="running", **state)
 
     try:
         result, placement = _fit(cfg, run, verbose=verbose, strategy=strategy)
@@ -108,7 +125,8 @@ def fit(
         run.update_state(status="failed", error=f"{type(e).__name__}: {e}"[:500])
         raise
     result.seconds = time.perf_counter() - t0
-    run.update_state(status="completed", seconds=round(result.seconds, 1))
+    done = {"retrain": False} if state.get("retrain") else {}
+    run.update_state(status="completed", seconds=round(result.seconds, 1), **done)
     if report and placement.is_chief:
         from tfcam.explain.report_figures import build_report
 

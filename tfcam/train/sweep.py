@@ -201,13 +201,21 @@ def run_sweep(
     Raises:
         UserError: Bad sweep, bad trial value (before anything trains), bad resume folder.
     """
+    from tfcam.runs import is_empty, lock_run
+
     if resume is not None:
         sweep = Sweep(resume)
-        spec = sweep.load()
-        experiment, data_dir, weights = spec["experiment"], spec["data_dir"], spec["weights"]
-        overrides, grid = spec["overrides"], spec["grid"]
-        trials = sweep.trials(spec)
-        configs = build_configs(experiment, data_dir, weights, overrides, trials)
+        sweep.load()  # not a sweep folder: fail before creating a lock file in it
+        lock = lock_run(sweep.path, "Sweep folder")
+        try:
+            spec = sweep.load()  # read again under the lock: the last writer's version
+            experiment, data_dir, weights = spec["experiment"], spec["data_dir"], spec["weights"]
+            overrides, grid = spec["overrides"], spec["grid"]
+            trials = sweep.trials(spec)
+            configs = build_configs(experiment, data_dir, weights, overrides, trials)
+        except BaseException:
+            lock.release()
+            raise
     else:
         from tfcam.config import absolute_path
 
@@ -223,11 +231,12 @@ def run_sweep(
 
             sweep_dir = default_run_dir(f"{configs[0].name}-sweep")
         sweep = Sweep(sweep_dir)
-        if sweep.path.exists() and any(sweep.path.iterdir()):
+        lock = lock_run(sweep.path, "Sweep folder")  # of two sweeps started together, one wins
+        if not is_empty(sweep.path):
+            lock.release()
             raise UserError(
                 f"Sweep folder '{sweep.path}' exists and is not empty; use --resume to continue it"
             )
-        sweep.path.mkdir(parents=True, exist_ok=True)
         spec = {
             "experiment": experiment,
             "data_dir": data_dir,
@@ -244,6 +253,12 @@ def run_sweep(
             " × ".join(f"{k}: {len(v)}" for k, v in grid.items()),
             sweep.path,
         )
+    with lock:
+        return _run_trials(sweep, spec, trials, configs, grid, report=report, strategy=strategy)
+
+
+def _run_trials(sweep, spec, trials, configs, grid, *, report, strategy) -> dict:
+    """Trains the trials not finished yet, in order, then compares them (sweep folder locked)."""
     hparams_dir = sweep.path / "hparams"
     if not (hparams_dir).exists():
         _hparams_config(hparams_dir, grid)
@@ -265,7 +280,7 @@ def run_sweep(
         started = (where / "config.yaml").is_file()
         run_status = Run(where).state().get("status") if started else None
         resume_trial = started and run_status not in (None, "completed")
-        if run_status == "completed":
+        if run_status == "completed" or (where / "model.keras").is_file():
             trial.status = "completed"  # finished, but the sweep was killed before recording it
             save()
             continue
