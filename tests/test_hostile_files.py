@@ -207,7 +207,9 @@ def test_resume_with_a_damaged_backup_names_the_file(run_copy):
     (run_copy / "state.json").write_text('{"status": "interrupted", "phase_done": 0}')
     backup = run_copy / "checkpoints" / "backup_phase1"
     backup.mkdir()
-    good = (run_copy / "checkpoints" / "phase1_end.weights.h5").read_bytes()
+    end = run_copy / "checkpoints" / "phase1_end.weights.h5"
+    good = end.read_bytes()
+    end.unlink()  # phase 1 not finished: the resume needs its backup
     (backup / "latest.weights.h5").write_bytes(good[:3000])
     (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": -1}')
     one_line_error(

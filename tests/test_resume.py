@@ -70,7 +70,7 @@ def test_an_unreadable_history_is_a_clear_error_and_nothing_changes(finished, tm
     (run / "state.json").write_text(json.dumps({"status": "interrupted", "phase_done": 0}))
     (run / "history.csv").write_bytes(b"\x00\x01\x02 not,a\nhistory\n\xff")
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    _exit_2(run_cli("fit", "--resume", run), "history.csv", "cannot be read")
+    _exit_2(run_cli("fit", "--resume", run), "history.csv", "damaged")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
 
 

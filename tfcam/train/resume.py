@@ -27,7 +27,7 @@ import pandas as pd
 from tfcam.config import ExperimentConfig
 from tfcam.errors import UserError
 from tfcam.io import atomic_path
-from tfcam.runs import Run
+from tfcam.runs import Run, read_table
 
 log = logging.getLogger("tfcam")
 
@@ -57,23 +57,11 @@ def read_history_checked(run: Run) -> pd.DataFrame | None:
     if not path.is_file() or not path.stat().st_size:
         return None
     try:
-        df = pd.read_csv(path)
-        problem = None
-        if not {"epoch", "phase"} <= set(df.columns):
-            problem = "no epoch and phase columns"
-        elif len(df) and not (
-            pd.api.types.is_numeric_dtype(df["epoch"])
-            and pd.api.types.is_numeric_dtype(df["phase"])
-        ):
-            problem = "epoch or phase is not a number"
-    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError is a ValueError
-        problem = " ".join(str(e).split())[:120]
-    if problem:
+        return read_table(path, numeric=("epoch", "phase"))
+    except UserError as e:
         raise UserError(
-            f"Run '{run.path}' has a history.csv that cannot be read ({problem}); nothing was "
-            "changed. Move it aside to resume without it, or start a new run"
-        )
-    return df
+            f"{e}. Nothing was changed: move it aside to resume without it, or start a new run"
+        ) from None
 
 
 def _backup_epoch(run: Run, phase: int) -> int | None:
