@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -60,3 +62,33 @@ def damaged(path: object, error: BaseException | str, what: str = "file") -> Use
     """
     cause = error if isinstance(error, str) else first_line(error)
     return UserError(f"The {what} '{path}' is damaged or not in the expected format: {cause}")
+
+
+#: Errors of the file system that are the user's to fix (a folder they named is read-only, full,
+#: or not a folder), as opposed to bugs: these exit with 2 and one line naming the path.
+_USER_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.EEXIST: "a file of that name is in the way",
+    errno.ELOOP: "too many levels of symbolic links",
+}
+
+
+def file_error_message(e: OSError) -> str | None:
+    """One line for a file-system error that names a path and is the user's to fix, e.g.
+    "cannot write to 'out/x.png': read-only file system"; None for anything else (a bug)."""
+    reason = _USER_ERRNOS.get(e.errno)
+    if reason is None or e.filename is None:
+        return None
+    path = os.fsdecode(e.filename)
+    # Read or write? Only EACCES/EPERM/ELOOP can be either; an existing file that cannot be read
+    # (or a path that cannot be followed) was being read, anything else was being written.
+    readable = os.access(path, os.R_OK) if os.path.exists(path) else True
+    verb = "cannot read" if not readable or e.errno == errno.ELOOP else "cannot write to"
+    return f"{verb} '{path}': {reason}".encode("utf-8", "backslashreplace").decode("utf-8")

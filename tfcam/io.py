@@ -94,8 +94,21 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes UTF-8 ``text`` to ``path`` atomically and returns the path."""
-    return write_bytes(path, text.encode("utf-8"))
+    """Writes UTF-8 ``text`` to ``path`` atomically and returns the path.
+
+    A file name that is not UTF-8 reaches Python as lone surrogates (``caf\udce9.png``); such
+    characters are written as their byte escapes (``caf\\xe9.png``) instead of failing.
+    """
+    return write_bytes(path, printable(text).encode("utf-8"))
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a non-UTF-8 file name shown as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

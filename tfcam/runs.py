@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from tfcam import config as config_mod
-from tfcam.errors import UserError, damaged
+from tfcam.errors import UserError, damaged, file_error_message
 from tfcam.io import read_json, write_json, write_text
 from tfcam.typed import read_yaml
 
@@ -323,7 +323,9 @@ class DirectoryLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             key = self.folder.resolve()
         except OSError as e:
-            raise UserError(f"{self.what} '{self.folder}' cannot be created: {e}") from None
+            raise UserError(
+                file_error_message(e) or f"{self.what} '{self.folder}' cannot be created: {e}"
+            ) from None
         if key in _held:
             _held[key] += 1
             self._key = key
@@ -332,7 +334,9 @@ class DirectoryLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise UserError(f"{self.what} '{self.folder}' is not writable: {e}") from None
+                raise UserError(
+                    file_error_message(e) or f"{self.what} '{self.folder}' is not writable: {e}"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -9,6 +9,8 @@ answer at once. The group and its exit codes are :mod:`tfcam.cli.group`; shared 
 
 from __future__ import annotations
 
+import sys
+
 from tfcam.cli import explanations, receptive_field, runs, training  # noqa: F401 - registers
 from tfcam.cli.group import cli, handle_interrupts
 
@@ -16,6 +18,9 @@ from tfcam.cli.group import cli, handle_interrupts
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     handle_interrupts()
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as \xNN
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli.main(args=argv, prog_name="tfcam")
 
 

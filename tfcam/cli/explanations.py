@@ -24,6 +24,7 @@ from tfcam.cli.options import (
 )
 from tfcam.cli.stderr import quiet_tensorflow
 from tfcam.errors import UserError
+from tfcam.io import printable
 
 _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
 
@@ -114,7 +115,7 @@ def _echo_explained(done, as_json: bool) -> None:
         return
     for r in done.records:
         click.echo(
-            f"{r['image']}: predicted {r['predicted']} ({r['probability']:.3f}), explained {r['target']}"
+            f"{printable(r['image'])}: predicted {r['predicted']} ({r['probability']:.3f}), explained {r['target']}"
         )
     click.echo(
         f"Wrote {done.files_written} overlay(s) with heatmaps and panels under {done.out_dir}"
@@ -160,7 +161,9 @@ def features(paths, model_path, layers, count, order, out_dir, as_json) -> None:
         return
     for r in records:
         for layer, path in r["outputs"].items():
-            click.echo(f"{r['image']}: {layer} channels {r['channels'][layer]} -> {path}")
+            click.echo(
+                f"{printable(r['image'])}: {layer} channels {r['channels'][layer]} -> {path}"
+            )
 
 
 @cli.command("evaluate-cams")

@@ -17,6 +17,7 @@ from tfcam.cli.options import (
     split_option,
 )
 from tfcam.cli.stderr import quiet_tensorflow
+from tfcam.io import printable
 
 log = logging.getLogger("tfcam")
 
@@ -62,7 +63,7 @@ def predict(run_dir, images, top_k, as_json) -> None:
         return
     for r in results:
         tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"])
-        click.echo(f"{r['image']}: {r['predicted']} ({r['confidence']:.3f})   [{tops}]")
+        click.echo(f"{printable(r['image'])}: {r['predicted']} ({r['confidence']:.3f})   [{tops}]")
 
 
 @cli.command()

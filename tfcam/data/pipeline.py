@@ -507,7 +507,7 @@ def read_images(
         if reason:
             raise UserError(f"Cannot use image '{p}': {reason}")
         try:
-            img = load_image(tf.constant(p), image_size, resize)
+            img = load_image(tf.constant(os.fsencode(p)), image_size, resize)
             if resize == "native":
                 img = letterbox(img, image_size)
             out.append(img.numpy())

@@ -14,14 +14,28 @@ def plain_text(fn: F) -> F:
 
     Titles and labels carry names a user chose (class folders, files, layers); with mathtext on,
     ``cost $5 and $6`` renders as maths and ``a$\\x$b`` makes the whole figure fail. Text objects
-    read the setting when they are created, so the figure stays plain when saved later.
+    read the setting when they are created, so the figure stays plain when saved later. Strings
+    (and lists of strings) given to ``fn`` lose the lone surrogates of non-UTF-8 file names, which
+    no font can draw (shown as ``\\xNN``).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import matplotlib.pyplot as plt
 
+        args = tuple(_printable(a) for a in args)
+        kwargs = {k: _printable(v) for k, v in kwargs.items()}
         with plt.rc_context({"text.parse_math": False}):
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _printable(value):
+    from tfcam.io import printable
+
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return type(value)(printable(v) for v in value)
+    return value
