@@ -29,7 +29,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tfcam.data", "tfcam.models"),  # tf.data pipelines and sources; registry, heads, graphs
     ("tfcam.config",),  # experiments as frozen dataclasses (no TensorFlow)
     ("tfcam.models.registry", "tfcam.data.shapes"),  # TF-free tables config validates against
-    ("tfcam.viz", "tfcam.io", "tfcam.errors", "tfcam.paths", "tfcam.typed", "tfcam.experiments"),
+    (
+        "tfcam.viz",
+        "tfcam.io",
+        "tfcam.locks",
+        "tfcam.errors",
+        "tfcam.paths",
+        "tfcam.typed",
+        "tfcam.experiments",
+    ),
 )
 
 #: Packages and modules that must not import TensorFlow or Keras at module level.

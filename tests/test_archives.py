@@ -509,3 +509,48 @@ def test_hostile_zip_members_are_refused(name, mode, message, tmp_path):
     with pytest.raises(unpack.DamagedArchive, match=message):
         unpack.unpack_archive(src, tmp_path / "a" / "b" / "out")
     assert not (tmp_path / "a" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_two_processes_fetching_one_dataset_unpack_it_once(tmp_path):
+    """Two runs started together on one dataset URL: one downloads and unpacks, the other waits
+    for its lock and uses the result (before, both wrote the same ``.part`` file and ``.tmp``
+    folder at once)."""
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for i in range(40):  # ~40 MB of incompressible bytes: unpacking takes a moment
+            data = rng.integers(0, 255, 1 << 20, dtype=np.uint8).tobytes()
+            info = tarfile.TarInfo(f"data/c{i % 2}/{i}.bin")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "big.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    start = time.time() + 4  # both call fetch_archive at this moment, after importing
+    code = (
+        "import sys, time\n"
+        "from tfcam.data.download import fetch_archive\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "print(fetch_archive(sys.argv[1], name='big', progress=print))\n"
+    )
+    env = {**os.environ, "TFCAM_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, archive.as_uri(), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    folders = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(folders) == 1
+    assert sum(o[0].count("Unpacking") for o in outs) == 1, outs
+    assert sum(o[0].count("Downloading") for o in outs) == 1, outs
+    assert len(list(Path(folders.pop()).rglob("*.bin"))) == 40

@@ -54,6 +54,7 @@ from tfcam.data.unpack import (
     unpack_tree,
 )
 from tfcam.errors import UserError
+from tfcam.locks import DirectoryLock
 from tfcam.paths import cache_dir
 
 log = logging.getLogger("tfcam")
@@ -314,6 +315,19 @@ def fetch_archive(
     target = cache_dir() / "datasets" / f"{name}-{key}"
     if _unpacked_ok(target, url, check):
         return target
+    # One process downloads and unpacks; another asking for the same dataset waits, then uses it.
+    with DirectoryLock(cache_dir() / "locks" / target.name, "Dataset cache").acquire(wait=True):
+        if _unpacked_ok(target, url, check):  # unpacked by the process we waited for
+            return target
+        return _download_and_unpack(
+            url, target, key, check, checksum, progress, unpack_limit_gb, unpack_max_ratio
+        )
+
+
+def _download_and_unpack(
+    url, target, key, check, checksum, progress, unpack_limit_gb, unpack_max_ratio
+) -> Path:
+    """:func:`fetch_archive`'s work once it holds the dataset's lock."""
     archive = download(
         url,
         cache_dir() / "downloads" / f"{key}-{_url_name(url)}",
