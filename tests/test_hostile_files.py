@@ -99,6 +99,36 @@ def test_a_data_dir_that_is_a_file_says_so(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos.zip"]
 
 
+@pytest.mark.parametrize(
+    ("where", "extra", "piece"),
+    [
+        ("a", [], "no class subfolders"),
+        ("", ["--weights", "imagenet", "--set", "model.options.alpha=7"], "model.options.alpha"),
+    ],
+    ids=["one-class-folder", "option-keras-rejects"],
+)
+def test_a_mistake_found_before_the_first_epoch_leaves_no_run_behind(
+    tmp_path, monkeypatch, where, extra, piece
+):
+    """Found after the run directory was made (the scan, the model build): exit 2, and the new
+    run's folder is gone again, as with every other bad input (issue 14, item 10)."""
+    monkeypatch.chdir(tmp_path)
+    root = make_folder(tmp_path / "data", per_class=3)
+    common = ["--set", "data.image_size=32", "--set", "train.epochs=1"]
+    r = run_cli(
+        "fit", "-e", "folder", "--data-dir", root / where, "--run-dir", "run", *common, *extra
+    )
+    one_line_error(r, piece)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    # A folder the user made beforehand stays, empty.
+    (tmp_path / "mine").mkdir()
+    r = run_cli(
+        "fit", "-e", "folder", "--data-dir", root / where, "--run-dir", "mine", *common, *extra
+    )
+    one_line_error(r, piece)
+    assert list((tmp_path / "mine").iterdir()) == []
+
+
 # Models ------------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,19 @@ class Run:
             )
         return lock
 
+    def clear(self) -> None:
+        """Removes everything in the folder but its lock (a new run that stopped at a mistake
+        before its first epoch leaves nothing behind)."""
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
     def require(self) -> Run:
         """Checks that this is a run directory (it has a config).
 

@@ -9,6 +9,7 @@ finished epoch, in whichever phase it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -101,10 +102,27 @@ def fit(
             raise ValueError("fit() needs a config unless resume=True")
         check_data_config(cfg.data, cfg.name)
         run = Run(run_dir if run_dir is not None else default_run_dir(cfg.name))
+        existed = run.path.exists()
         lock = run.create()
         state = {}
-    with lock:
-        return _fit_locked(cfg, run, state, t0, verbose=verbose, report=report, strategy=strategy)
+    discard = False
+    try:
+        with lock:
+            try:
+                return _fit_locked(
+                    cfg, run, state, t0, verbose=verbose, report=report, strategy=strategy
+                )
+            except UserError:
+                # A mistake found before the first epoch (one class's folder, a bad option):
+                # a new run leaves nothing behind, as every other bad input does.
+                if not resume and not run.history_path.is_file():
+                    run.clear()
+                    discard = not existed
+                raise
+    finally:
+        if discard:
+            with contextlib.suppress(OSError):
+                run.path.rmdir()
 
 
 def _fit_locked(cfg, run, state, t0, *, verbose, report, strategy) -> FitResult:
