@@ -254,3 +254,12 @@ def test_read_json_names_a_damaged_file(tmp_path):
     f.write_bytes(b'{"a": \xff')
     with pytest.raises(UserError, match="x.json' is damaged"):
         read_json(f)
+
+
+@pytest.mark.parametrize("damaged_file", ["phase1_end.weights.h5", "best.keras"])
+def test_resume_with_a_damaged_checkpoint_names_the_file(run_copy, damaged_file):
+    (run_copy / "model.keras").unlink()  # killed after phase 1, before the final model
+    (run_copy / "state.json").write_text('{"status": "interrupted", "phase_done": 1}')
+    f = run_copy / "checkpoints" / damaged_file
+    f.write_bytes(f.read_bytes()[:2000])
+    one_line_error(run_cli("-q", "fit", "--resume", run_copy), str(f), "damaged")

@@ -300,3 +300,16 @@ def load_model(path: str | os.PathLike) -> keras.Model:
                 "model file",
             ) from None
         raise damaged(path, e, "model file") from None
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)`` for a checkpoint tfcam wrote.
+
+    Raises:
+        UserError: The file is damaged (truncated, bytes changed, another model's): one line
+            naming it.
+    """
+    try:
+        model.load_weights(str(path))
+    except (OSError, ValueError, KeyError) as e:  # h5py's "truncated file", shape mismatches
+        raise damaged(path, e, "checkpoint") from None

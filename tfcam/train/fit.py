@@ -29,7 +29,7 @@ from tfcam.data.sources import (
 )
 from tfcam.errors import TrainingDiverged, UserError
 from tfcam.io import atomic_path, write_json
-from tfcam.models.build import build_classifier, set_backbone_trainable
+from tfcam.models.build import build_classifier, load_model, load_weights, set_backbone_trainable
 from tfcam.runs import Run, default_run_dir, lock_run
 from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
@@ -494,7 +494,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
         # Each finished phase leaves its final weights, so a resume can skip it exactly.
         end_weights = run.checkpoints / f"phase{phase}_end.weights.h5"
         if phase <= done and end_weights.is_file():
-            model.load_weights(str(end_weights))
+            load_weights(model, end_weights)
             continue
         what = prepare()
         if phase == 1 and fc.cacheable(cfg) and not placement.distributed:
@@ -533,7 +533,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
     # Final model: the best checkpoint's weights, or the last epoch's.
     if t.restore_best and best.model_path.is_file():
         info = best.info()
-        best_model = keras.saving.load_model(best.model_path, compile=False)
+        best_model = load_model(best.model_path)
         model.set_weights(best_model.get_weights())
         log.info(
             "Final model: best epoch %s (%s %.4f)",
