@@ -78,6 +78,8 @@ def build_corpus(root: Path) -> dict[str, Path]:
     add("truncated_jpeg", a / "broken.jpg")
     (a / "text.png").write_text("not an image at all\n")
     add("disguised_text", a / "text.png")
+    (a / "signature_only.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    add("png_signature_then_text", a / "signature_only.png")
     (a / "empty.png").write_bytes(b"")
     add("empty", a / "empty.png")
     dots = a / "...jpg"
@@ -182,7 +184,7 @@ def test_fit_trains_on_the_good_files_and_accounts_for_every_odd_one(world):
     report = json.loads((world["run"] / "data_report.json").read_text())
     skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
     suspicious = {Path(s["path"]).name: s["reason"] for s in report["suspicious"]}
-    for name in ("broken.jpg", "text.png", "empty.png"):
+    for name in ("broken.jpg", "text.png", "empty.png", "signature_only.png"):
         assert name in skipped, (name, skipped)
     for name in ("strip_1x10000.png", "strip_40000x1.png", "huge_header.png"):
         assert name in skipped or name in suspicious, (name, skipped, suspicious)
@@ -209,6 +211,7 @@ def test_fit_trains_on_the_good_files_and_accounts_for_every_odd_one(world):
         "huge_header",
         "truncated_jpeg",
         "disguised_text",
+        "png_signature_then_text",
         "empty",
         "dots_name",
         "non_utf8_name",

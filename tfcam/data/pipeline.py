@@ -424,6 +424,8 @@ def _decode_error_reason(path: str) -> str:
         if "Input is empty" in msg:
             return "empty file (0 bytes)"
         return f"corrupt or truncated image data ({msg.split(' [Op:')[0][:120]})"
+    except UnicodeDecodeError:  # TensorFlow quoted the file's bytes in its message
+        return "corrupt or truncated image data"
     return "could not be decoded"
 
 
@@ -511,7 +513,7 @@ def read_images(
             if resize == "native":
                 img = letterbox(img, image_size)
             out.append(img.numpy())
-        except tf.errors.OpError:
+        except (tf.errors.OpError, UnicodeDecodeError):
             raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
     h, w = as_hw(image_size)
     return np.stack(out) if out else np.zeros((0, h, w, 3), np.float32)
