@@ -38,6 +38,9 @@ _LAZY = {
     "saliency": "tfcam.explain.api",
 }
 
+#: Subpackages reachable as attributes before anything imported them (``tfcam.explain.explain``).
+_SUBPACKAGES = ("config", "data", "explain", "models", "report", "runs", "train", "viz")
+
 __all__ = ["UserError", "__version__", *sorted(_LAZY)]
 
 
@@ -48,6 +51,10 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"tfcam.{name}")
     raise AttributeError(f"module 'tfcam' has no attribute {name!r}")
 
 

@@ -83,6 +83,7 @@ def _in_memory(array: np.ndarray, size: tuple[int, int], resize: str, what: str)
     array = _as_rgb(array, what)
     if not np.all(np.isfinite(array)):
         raise UserError(f"Cannot use {what}: it holds NaN or infinite values")
+    _warn_unit_range(array)
     if array.shape[:2] == size and resize != "native":
         return array.astype(np.float32)  # already what the model takes
     image = resize_image(tf.convert_to_tensor(array), size, resize)
@@ -97,8 +98,8 @@ def _warn_unit_range(array: np.ndarray) -> None:
     if (
         np.issubdtype(array.dtype, np.floating)
         and array.size
-        and np.nanmin(array) >= 0.0
-        and 0.0 < np.nanmax(array) <= 1.0
+        and array.min() >= 0.0
+        and 0.0 < array.max() <= 1.0
     ):
         warnings.warn(
             "tfcam: these float images lie in [0, 1], but models take pixels in [0, 255]; "
@@ -164,7 +165,6 @@ def to_batch(images, image_size: int | Sequence[int], resize: str = "stretch") -
             array = item
         else:
             raise UserError(f"Cannot use image {i} of type {type(item).__name__}. Give {_ACCEPTED}")
-        _warn_unit_range(array)
         arrays.append(_in_memory(array, size, resize, f"image {i}"))
         paths.append(None)
     return Batch(np.stack(arrays).astype(np.float32, copy=False), paths)
