@@ -326,3 +326,32 @@ def test_predict_takes_a_folder_and_matches_tfcam_predict(tiny_run, val_paths):
     assert [len(k) for k in table.top_k] == [2] * len(files)
     with pytest.raises(UserError, match="top_k"):
         run.predict(folder, top_k=0)
+
+
+# the example notebook ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    """``examples/quickstart.ipynb`` runs top to bottom in a Jupyter kernel (nbclient), shows its
+    explanation inline and prints no TensorFlow start-up lines."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+
+    nb = nbformat.read(REPO / "examples" / "quickstart.ipynb", as_version=4)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    assert (tmp_path / "runs" / "quickstart" / "model.keras").is_file()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "absl::InitializeLog" not in stderr and "oneDNN custom operations" not in stderr
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("data:image/png;base64," in h for h in html)  # the explanation, inline
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1  # show() displays its grid once
+    assert "(6, 32, 32)" in "".join(o.get("text", "") for o in outputs)

@@ -33,7 +33,8 @@ NATIVE_NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
     rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] "
-    rb"|To enable the following instructions: )"
+    rb"|To enable the following instructions: "
+    rb"|E\d{4} [\d:. ]+ +\d+ util\.cc:\d+\] oneDNN supports DT_UINT8 only)"
 )
 
 
