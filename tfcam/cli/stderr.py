@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import sys
 import threading
 
-_NATIVE_NOISE = re.compile(
-    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
-    rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] "
-    rb"|To enable the following instructions: )"
-)
+from tfcam.startup import NATIVE_NOISE as _NATIVE_NOISE
+
 _stderr_filter: dict = {}
 
 

@@ -2,8 +2,10 @@
 
 ``explain(explainer, images, method)`` runs any row of :data:`tfcam.explain.methods.TABLE`;
 ``cam``, ``gradcam`` and ``saliency`` take a Keras model directly and reuse its cached
-:class:`~tfcam.explain.engine.Explainer` (graphs and compiled functions built once). Files in
-and pictures out are :mod:`tfcam.explain.files`.
+:class:`~tfcam.explain.engine.Explainer` (graphs and compiled functions built once). Images may be
+a batch as the model takes it or anything :func:`tfcam.explain.images.to_batch` reads (paths,
+folders, Pillow images, arrays of another size, tensors). Files in and pictures out are
+:mod:`tfcam.explain.files`; the notebook face is :class:`tfcam.Explainer`.
 """
 
 from __future__ import annotations
@@ -15,19 +17,38 @@ from tfcam.errors import UserError, choices_message
 from tfcam.explain.cams import explain_cam
 from tfcam.explain.engine import Explainer, Explanation, explainer_for
 from tfcam.explain.gradients import explain_gradients
+from tfcam.explain.images import to_batch
 from tfcam.explain.methods import CAM, GRADIENT_CAM, TABLE
 
 _CAM_OPTIONS = ("layers", "targets", "eigen_smooth", "aug_smooth", "max_n", "chunk")
 _GRADIENT_OPTIONS = ("targets", "samples", "noise", "steps", "baseline", "layers", "seed")
 
 
-def explain(explainer: Explainer, images: np.ndarray, method: str, **options) -> Explanation:
+def pixels(explainer: Explainer, images) -> np.ndarray:
+    """``images`` as the explainer's model takes them: float32 ``[N, H, W, 3]``, 0–255.
+
+    A numeric array already at the model's input size is used as it is; anything else is read
+    and resized by :func:`tfcam.explain.images.to_batch` (the explainer's ``resize`` mode if it
+    has one, else ``stretch``).
+    """
+    if (
+        isinstance(images, np.ndarray)
+        and images.ndim in (3, 4)
+        and images.shape[-3:] == (*explainer.input_size, 3)
+        and np.issubdtype(images.dtype, np.number)
+    ):
+        return images
+    return to_batch(images, explainer.input_size, getattr(explainer, "resize", "stretch")).images
+
+
+def explain(explainer: Explainer, images, method: str, **options) -> Explanation:
     """Any method of :data:`tfcam.explain.methods.METHODS` on a batch of images.
 
     Options not used by the method are ignored, so one option set serves a list of methods.
     """
     if method not in TABLE:
         raise UserError(choices_message("method", method, list(TABLE)))
+    images = pixels(explainer, images)
     if TABLE[method].kind in (GRADIENT_CAM, CAM):
         opts = {k: v for k, v in options.items() if k in _CAM_OPTIONS}
         return explain_cam(explainer, images, method, **opts)
@@ -50,8 +71,9 @@ def cam(
 
     The model's explainer (graphs and compiled functions) is built on first use and reused.
     """
+    explainer = explainer_for(model)
     explanation = explain_cam(
-        explainer_for(model), images, method, layers=layer, targets=target, **options
+        explainer, pixels(explainer, images), method, layers=layer, targets=target, **options
     )
     return explanation.heatmap
 
@@ -65,4 +87,7 @@ def gradcam(
 
 def saliency(model: keras.Model, images, *, target=None) -> np.ndarray:
     """Saliency heatmaps ``[N, H, W]`` in [0, 1] (Simonyan et al. 2014)."""
-    return explain_gradients(explainer_for(model), images, "saliency", targets=target).heatmap
+    explainer = explainer_for(model)
+    return explain_gradients(
+        explainer, pixels(explainer, images), "saliency", targets=target
+    ).heatmap
