@@ -123,7 +123,9 @@ def test_cross_field_rules():
             "folder", ["train.fine_tune.unfreeze_from=x", "train.fine_tune.unfreeze_top=2"]
         )
     with pytest.raises(UserError, match="no ImageNet weights"):
-        config.load_experiment("folder", ["model.backbone=resnet18_cifar"])
+        config.load_experiment(
+            "folder", ["model.backbone=resnet18_cifar", "model.weights=imagenet"]
+        )
     with pytest.raises(UserError, match="needs at least 75"):
         config.load_experiment("folder", ["model.backbone=inception_v3", "data.image_size=64"])
 

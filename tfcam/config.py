@@ -318,11 +318,30 @@ def _load(name_or_path, overrides, extra) -> ExperimentConfig:
             fine_tune = train.get("fine_tune") if isinstance(train, dict) else None
             if isinstance(fine_tune, dict):
                 fine_tune.pop("unfreeze_from", None)
+        _weights_for_new_backbone(raw, dict(parsed), extra)
     for key, value in parsed:
         set_dotted(raw, key, RawString(value))
     for key, value in extra.items():
         set_dotted(raw, key, value)
     return from_dict(raw)
+
+
+def _weights_for_new_backbone(raw: dict, given: Mapping[str, str], extra: Mapping) -> None:
+    """A backbone chosen on the command line that has no ImageNet weights (``simple_cnn``,
+    ``resnet18_cifar``) starts from random weights and trains whole, unless weights or freezing
+    are given too: ``tfcam fit DIR --backbone simple_cnn`` trains rather than stopping at
+    "no ImageNet weights", and a random backbone is not left frozen."""
+    from tfcam.models.registry import BACKBONES
+
+    bb = BACKBONES.get(given["model.backbone"].strip())
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if bb is None or bb.imagenet or "model.weights" in {*given, *extra}:
+        return
+    if model.get("weights", "imagenet") != "imagenet":
+        return
+    set_dotted(raw, "model.weights", "none")
+    if "train.freeze_backbone" not in given:
+        set_dotted(raw, "train.freeze_backbone", False)
 
 
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:

@@ -244,9 +244,10 @@ def _fit_sweep(
     weights=False, set_help="Override a config field, e.g. --set data.augment.grid_distortion=1."
 )
 @shortcut_options("image_size")
-@out_option(metavar="OUT.png", default="augment_preview.png", show_default=True)
-@count_option("--images", "n_images", default=4)
-@count_option("--variants", default=5)
+@out_option("The picture to write.", metavar="OUT.png", default="augment_preview.png",
+            show_default=True)  # fmt: skip
+@count_option("--images", "n_images", default=4, help="Training images, one row each.")
+@count_option("--variants", default=5, help="Augmented copies of each image.")
 def augment_preview(experiment, data_dir, overrides, out_path, n_images, variants) -> None:
     """A grid of training images and augmented copies, as the experiment's data.augment makes them."""
     cfg = _load(experiment, overrides, data_dir)
@@ -267,7 +268,7 @@ def augment_preview(experiment, data_dir, overrides, out_path, n_images, variant
 @shortcut_options("batch_size", "backbone", "image_size")
 @click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
 @click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
-@click.option("--steps", type=int, default=100, show_default=True, help="Batches in the sweep.")
+@count_option("--steps", default=100, help="Batches in the sweep (at least 5).")
 @out_option("Output folder (default runs/lr-find-<experiment>-<time>).")
 @json_option()
 def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir, as_json) -> None:
