@@ -128,18 +128,8 @@ def fit(data, experiment, data_dir, weights, overrides, run_dir, resume_dir, for
       tfcam fit -e shapes --sweep train.learning_rate=0.01,0.001 --sweep data.batch_size=32,64
       tfcam fit --resume runs/shapes-sweep-20261123-101500
     """
-    if data is not None:
-        if data_dir is not None:
-            raise UserError(
-                f"Give the data folder once: DATA_DIR '{data}' or --data-dir '{data_dir}'"
-            )
-        data_dir = data
-    given = experiment or data_dir or weights or overrides or run_dir
-    chosen = None
-    if not resume_dir and not experiment:
-        # A folder implies the folder experiment; nothing at all, the embedded default.
-        experiment = "folder" if data_dir is not None else "shapes"
-        chosen = f"Experiment: {experiment} (choose another with -e NAME; see tfcam experiments)"
+    given = experiment or data or data_dir or weights or overrides or run_dir
+    experiment, data_dir, chosen = _what_to_train(data, experiment, data_dir, resume_dir)
     if force and not resume_dir:
         raise UserError("--force goes with --resume RUN_DIR (to train a finished run again)")
     if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
@@ -160,6 +150,25 @@ def fit(data, experiment, data_dir, weights, overrides, run_dir, resume_dir, for
     result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report,
                      strategy=strategy, force=force)  # fmt: skip
     _echo_footer(result)
+
+
+def _what_to_train(data, experiment, data_dir, resume_dir):
+    """``(experiment, data folder, note)``: DATA_DIR is --data-dir; without -e, a folder implies
+    the folder experiment and nothing at all the embedded default (noted on stderr later)."""
+    if data is not None:
+        if data_dir is not None:
+            raise UserError(
+                f"Give the data folder once: DATA_DIR '{data}' or --data-dir '{data_dir}'"
+            )
+        data_dir = data
+    if resume_dir or experiment:
+        return experiment, data_dir, None
+    experiment = "folder" if data_dir is not None else "shapes"
+    return (
+        experiment,
+        data_dir,
+        (f"Experiment: {experiment} (choose another with -e NAME; see tfcam experiments)"),
+    )
 
 
 def _echo_footer(result) -> None:
