@@ -18,7 +18,6 @@ from conftest import make_folder, run_cli, write_image
 
 from tfcam import config
 from tfcam.cli import cli
-from tfcam.cli.group import WORKFLOW
 
 WNIDS = ("n02093754", "n02088364")  # Australian terrier, Beagle (imagewoof's folder names)
 
@@ -44,6 +43,8 @@ def _fake_imagewoof(root, per_class=4, size=40):
 
 
 def test_help_lists_commands_in_workflow_order_with_whole_summaries():
+    from tfcam.cli.group import WORKFLOW
+
     out = run_cli("--help", terminal_width=100).output
     section = out.split("Commands:\n", 1)[1]
     rows = [line for line in section.splitlines() if line.strip()]
@@ -226,7 +227,7 @@ def test_a_wrong_fine_tuning_layer_exits_2_before_the_first_epoch(tmp_path):
         (
             ["model.backbone=mobilenet_v2", "train.fine_tune.unfreeze_from=block_15_expand"],
             "block_15_expand",
-        ),  # fmt: skip
+        ),
         (["train.fine_tune.unfreeze_top=7"], None),
     ],
 )
