@@ -19,6 +19,7 @@ COMMANDS = [
     "",
     "augment-preview",
     "compare",
+    "config",
     "evaluate",
     "evaluate-cams",
     "experiments",

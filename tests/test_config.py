@@ -68,10 +68,10 @@ def test_extra_values_override_after_sets(tmp_path):
             [
                 "Unknown config key 'train.epoch'",
                 "Did you mean 'train.epochs'",
-                "train.learning_rate",
+                "tfcam config",
             ],
         ),
-        ("trian.epochs=3", ["Unknown config key 'trian'", "data.image_size"]),
+        ("trian.epochs=3", ["Unknown config key 'trian'", "Did you mean 'train'", "tfcam config"]),
         ("train.epochs=three", ["Invalid value for train.epochs: 'three'", "an integer"]),
         ("train.optimizer=adagrad", ["Invalid value for train.optimizer: 'adagrad'", "adam, sgd"]),
         ("data.resize=squash", ["data.resize", "stretch, pad, crop"]),
@@ -118,10 +118,14 @@ def test_experiment_from_a_yaml_path(tmp_path):
 
 
 def test_cross_field_rules():
-    with pytest.raises(UserError, match="needs train.fine_tune.unfreeze_from"):
-        config.load_experiment("folder", ["train.fine_tune.epochs=2"])
+    with pytest.raises(UserError, match="only one of train.fine_tune.unfreeze_from"):
+        config.load_experiment(
+            "folder", ["train.fine_tune.unfreeze_from=x", "train.fine_tune.unfreeze_top=2"]
+        )
     with pytest.raises(UserError, match="no ImageNet weights"):
-        config.load_experiment("folder", ["model.backbone=resnet18_cifar"])
+        config.load_experiment(
+            "folder", ["model.backbone=resnet18_cifar", "model.weights=imagenet"]
+        )
     with pytest.raises(UserError, match="needs at least 75"):
         config.load_experiment("folder", ["model.backbone=inception_v3", "data.image_size=64"])
 
@@ -131,3 +135,14 @@ def test_valid_keys_cover_nested_sections():
     assert "train.fine_tune.learning_rate" in keys
     assert "data.shapes.max_distractors" in keys
     assert "model.backbone" in keys
+
+
+@pytest.mark.parametrize("override", ["train.epoch=3", "trian.epochs=3", "data.imagesize=64"])
+def test_unknown_key_names_at_most_five_near_keys_and_how_to_list_all(override):
+    with pytest.raises(UserError) as info:
+        config.load_experiment("shapes", [override])
+    msg = str(info.value)
+    named = [k for k in config.valid_keys() if f"{k}," in msg or f"{k}." in msg or f"'{k}'" in msg]
+    assert 1 <= len(named) <= 5, (named, msg)  # was every key (~60) on one 1,181-character line
+    assert len(msg) < 300
+    assert msg.endswith("List every key with: tfcam config EXPERIMENT")

@@ -113,6 +113,8 @@ class FineTuneConfig:
     """Phase 2: unfreeze the top of the backbone and train on at a lower learning rate."""
 
     epochs: int = 0
+    #: First backbone layer to unfreeze; empty (and no ``unfreeze_top``): the backbone's last
+    #: stage, as the registry names it (``tfcam.models.registry.Backbone.last_stage``).
     unfreeze_from: str | None = None
     unfreeze_top: int = 0
     learning_rate: float = 1e-5
@@ -309,11 +311,37 @@ def _load(name_or_path, overrides, extra) -> ExperimentConfig:
         model = raw.get("model")
         if isinstance(model, dict):
             model.pop("options", None)
+        # Likewise a fine-tuning layer named for the experiment's backbone: the new backbone's
+        # last stage (its registry row) takes its place unless one is given alongside.
+        if "train.fine_tune.unfreeze_from" not in keys:
+            train = raw.get("train")
+            fine_tune = train.get("fine_tune") if isinstance(train, dict) else None
+            if isinstance(fine_tune, dict):
+                fine_tune.pop("unfreeze_from", None)
+        _weights_for_new_backbone(raw, dict(parsed), extra)
     for key, value in parsed:
         set_dotted(raw, key, RawString(value))
     for key, value in extra.items():
         set_dotted(raw, key, value)
     return from_dict(raw)
+
+
+def _weights_for_new_backbone(raw: dict, given: Mapping[str, str], extra: Mapping) -> None:
+    """A backbone chosen on the command line that has no ImageNet weights (``simple_cnn``,
+    ``resnet18_cifar``) starts from random weights and trains whole, unless weights or freezing
+    are given too: ``tfcam fit DIR --backbone simple_cnn`` trains rather than stopping at
+    "no ImageNet weights", and a random backbone is not left frozen."""
+    from tfcam.models.registry import BACKBONES
+
+    bb = BACKBONES.get(given["model.backbone"].strip())
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if bb is None or bb.imagenet or "model.weights" in {*given, *extra}:
+        return
+    if model.get("weights", "imagenet") != "imagenet":
+        return
+    set_dotted(raw, "model.weights", "none")
+    if "train.freeze_backbone" not in given:
+        set_dotted(raw, "train.freeze_backbone", False)
 
 
 def from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -361,6 +389,17 @@ def parse_override(item: str) -> tuple[str, str]:
     if not sep or not key:
         raise UserError(f"Invalid --set '{item}': expected key=value, e.g. train.epochs=3")
     return key, value.strip()
+
+
+def fine_tune_start(cfg: ExperimentConfig) -> str | None:
+    """The first backbone layer phase 2 unfreezes: ``train.fine_tune.unfreeze_from``, else the
+    backbone's last stage; None when ``unfreeze_top`` counts layers instead."""
+    from tfcam.models.registry import get_backbone
+
+    ft = cfg.train.fine_tune
+    if ft.unfreeze_from or ft.unfreeze_top:
+        return ft.unfreeze_from or None
+    return get_backbone(cfg.model.backbone).last_stage
 
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -501,11 +540,6 @@ def validate(cfg: ExperimentConfig) -> None:
     need(
         ft.unfreeze_top >= 0, "train.fine_tune.unfreeze_top", ft.unfreeze_top, "must be at least 0"
     )
-    if ft.epochs > 0 and ft.unfreeze_from is None and ft.unfreeze_top == 0:
-        raise UserError(
-            "train.fine_tune.epochs > 0 needs train.fine_tune.unfreeze_from (a layer name) "
-            "or train.fine_tune.unfreeze_top (a number of layers)"
-        )
     if ft.unfreeze_from is not None and ft.unfreeze_top:
         raise UserError(
             "Set only one of train.fine_tune.unfreeze_from and train.fine_tune.unfreeze_top"

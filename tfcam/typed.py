@@ -100,15 +100,38 @@ def coerce_dataclass(cls: type, raw: Any, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
-            where = f" under '{prefix.rstrip('.')}'" if prefix else ""
-            valid = field_keys(cls, prefix)
-            close = difflib.get_close_matches(f"{prefix}{key}", valid, n=1, cutoff=0.6)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise UserError(
-                f"Unknown config key '{prefix}{key}'{where}.{hint} Valid keys: {', '.join(valid)}"
-            )
+            raise UserError(unknown_key_message(f"{prefix}{key}", field_keys(cls, prefix)))
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def nearest_keys(key: str, valid: list[str], n: int = 5) -> list[str]:
+    """At most ``n`` valid keys closest to ``key``, best first: each scored by the better of its
+    whole dotted name and its last part against what was typed (``epoch`` finds
+    ``train.epochs``); keys scoring under 0.5 are left out."""
+    last = key.rsplit(".", 1)[-1]
+
+    def score(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
+        part = difflib.SequenceMatcher(None, last, candidate.rsplit(".", 1)[-1]).ratio()
+        return max(whole, part)
+
+    scored = sorted(((score(c), c) for c in valid), key=lambda sc: -sc[0])
+    return [c for s, c in scored[:n] if s >= 0.5]
+
+
+def unknown_key_message(key: str, valid: list[str]) -> str:
+    """One line: the unknown key, at most five nearest valid keys, and how to list them all."""
+    section = key.rpartition(".")[0]
+    where = f" under '{section}'" if section else ""
+    sections = [k.rsplit(".", 1)[0] for k in valid if "." in k[len(section) + 1 :]]
+    close = nearest_keys(key, list(dict.fromkeys([*valid, *sections])))
+    hint = ""
+    if close:
+        hint = f" Did you mean '{close[0]}'?"
+        if len(close) > 1:
+            hint += f" Other near keys: {', '.join(close[1:])}."
+    return f"Unknown config key '{key}'{where}.{hint} List every key with: tfcam config EXPERIMENT"
 
 
 def _parse_raw(text: str, key: str) -> Any:

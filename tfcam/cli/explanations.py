@@ -14,6 +14,7 @@ from tfcam.cli.options import (
     count_option,
     json_option,
     layer_option,
+    method_option,
     model_option,
     out_option,
     require_run,
@@ -32,15 +33,7 @@ _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
 @cli.command()
 @run_and_inputs_argument()
 @model_option("Explain this model instead of a run's.")
-@click.option(
-    "-m",
-    "--method",
-    "methods",
-    multiple=True,
-    default=("gradcam",),
-    show_default=True,
-    help="Method(s), repeatable or comma-separated; see --list-methods.",
-)
+@method_option(("gradcam",), "Method(s), repeatable or comma-separated; see --list-methods.")
 @layer_option("Layer(s) for CAM methods (default: the backbone's).", multiple=True)
 @click.option(
     "--target", help="Class name or index to explain (default: each image's predicted class)."
@@ -50,7 +43,11 @@ _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
     "--alpha", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Heatmap weight."
 )
 @click.option(
-    "--score", type=click.Choice(["logit", "probability"]), default="logit", show_default=True
+    "--score",
+    type=click.Choice(["logit", "probability"]),
+    default="logit",
+    show_default=True,
+    help="What the gradients differentiate: the class's logit or its softmax probability.",
 )
 @count_option("--max-n", help="Score-CAM: channels of highest variance to use.")
 @count_option("--samples", default=20, help="SmoothGrad samples.")
@@ -62,7 +59,7 @@ _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
 @click.option(
     "--class-names", metavar="FILE.json", help="With --model: class names (list or ImageNet index)."
 )
-@count_option("--batch-size", default=16)
+@count_option("--batch-size", default=16, help="Images per batch.")
 @click.option(
     "--list-layers", is_flag=True, help="Print the layers that can be explained and exit."
 )
@@ -130,7 +127,11 @@ def _echo_explained(done, as_json: bool) -> None:
 @layer_option("Layer(s) (default: the backbone's early layer).", multiple=True)
 @count_option("--count", default=16, help="Channels per grid.")
 @click.option(
-    "--order", type=click.Choice(["first", "most_active"]), default="first", show_default=True
+    "--order",
+    type=click.Choice(["first", "most_active"]),
+    default="first",
+    show_default=True,
+    help="Which channels: the first ones, or the most active on each image.",
 )
 @out_option("Output folder (default: RUN_DIR/explanations).")
 @json_option()
@@ -168,17 +169,14 @@ def features(paths, model_path, layers, count, order, out_dir, as_json) -> None:
 
 @cli.command("evaluate-cams")
 @click.argument("run_dir", metavar="RUN_DIR")
-@click.option(
-    "-m",
-    "--methods",
-    default="gradcam,gradcam++,scorecam,layercam,eigencam,saliency",
-    show_default=True,
-    help="Comma-separated methods (tfcam explain --list-methods); the reference maps random and "
-    "center are always added.",
+@method_option(
+    ("gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "saliency"),
+    "Method(s), repeatable or comma-separated (tfcam explain --list-methods); the reference maps "
+    "random and center are always added.",
 )
 @layer_option("Layer for CAM methods (default: the last convolutional map).")
-@count_option("--n", "n_images", default=200)
-@split_option(("train", "val", "test"))
+@count_option("--n", "n_images", default=200, help="Images of the split to evaluate.")
+@split_option()
 @click.option(
     "--boxes",
     "boxes_csv",
@@ -218,7 +216,7 @@ def evaluate_cams_cmd(run_dir, methods, n_images, no_road, as_json, **kw) -> Non
 
     t0 = time.perf_counter()
     with run_writer(run_dir, kw["out_dir"]):
-        result = evaluate_cams(run_dir, [methods], n=n_images, road=not no_road, **kw)
+        result = evaluate_cams(run_dir, list(methods), n=n_images, road=not no_road, **kw)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -75,8 +75,44 @@ def handle_interrupts() -> None:
         signal.signal(signal.SIGINT, _on_sigint)
 
 
+#: ``tfcam --help`` lists commands in the order a person uses them, each with a whole one-line
+#: summary (click would cut a long docstring sentence at ~45 characters with "…"); a command not
+#: named here follows, alphabetically, with the first sentence of its help.
+WORKFLOW = {
+    "experiments": "List the bundled experiments, one line each.",
+    "config": "Print an experiment's resolved config as commented YAML.",
+    "fit": "Train an experiment (or a folder of class folders) into a run directory.",
+    "evaluate": "Accuracy, loss and per-class precision/recall/F1 of a run on a split.",
+    "predict": "Predict the class of images and folders of images with a run's model.",
+    "explain": "Heatmaps for images and folders: Grad-CAM and its family, gradients.",
+    "features": "Feature-map grids: a layer's activations, one small map per channel.",
+    "evaluate-cams": "Which heatmap to trust: pointing games, deletion/insertion, ROAD, sanity.",
+    "receptive-field": "Receptive fields: size, stride and padding of every layer, per axis.",
+    "report": "(Re)write a run's HTML report, RUN_DIR/report/index.html.",
+    "compare": "Runs side by side: config differences, accuracy, loss, curves, a page.",
+    "lr-find": "Learning-rate range test: loss against a growing rate, and a suggestion.",
+    "augment-preview": "A grid of training images and their augmented copies.",
+}
+
+
 class _Group(click.Group):
-    """Maps exceptions to exit codes and one-line messages."""
+    """Lists commands in workflow order with whole summaries; maps exceptions to exit codes and
+    one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        rank = {name: i for i, name in enumerate(WORKFLOW)}
+        return sorted(self.commands, key=lambda n: (rank.get(n, len(rank)), n))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """One row per command with its whole summary (:data:`WORKFLOW`)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, WORKFLOW.get(name) or cmd.get_short_help_str(limit=10**6)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -125,8 +161,10 @@ def cli(quiet: bool) -> None:
 
     \b
     Start here:
-      tfcam experiments                    list the bundled experiments
-      tfcam fit --experiment shapes        train the synthetic default (no download)
-      tfcam evaluate runs/shapes-…         metrics of a finished run
+      tfcam fit                       train the synthetic shapes default (no download)
+      tfcam fit ~/photos              train on your class folders (or train/ val/ of them)
+      tfcam experiments               list the bundled experiments
+      tfcam config shapes             an experiment's resolved config, commented
+      tfcam explain RUN photo.jpg     a Grad-CAM of a run's prediction
     """
     setup_logging(quiet)

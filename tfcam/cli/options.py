@@ -8,6 +8,7 @@ text is a parameter and the option stays one definition.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import click
@@ -90,11 +91,115 @@ def model_option(help: str = "Use this model instead of a run's.") -> Callable:
     return click.option("--model", "model_path", metavar="PATH.keras", help=help)
 
 
-def split_option(choices: tuple[str, ...] = ("val", "test")) -> Callable:
+#: The splits a run can have; every command's ``--split`` takes the same names.
+SPLITS = click.Choice(["train", "val", "test"])
+
+
+def split_option() -> Callable:
     """``--split``: which of a run's splits (validation by default)."""
     return click.option(
-        "--split", type=click.Choice(list(choices)), default="val", show_default=True
+        "--split",
+        type=SPLITS,
+        default="val",
+        show_default=True,
+        help="Which of the run's splits (one it has: see its metrics.json).",
     )
+
+
+#: Shortcuts for the most common ``--set`` keys: option → (config key, type, metavar, help).
+SHORTCUTS: dict[str, tuple[str, click.ParamType, str, str]] = {
+    "epochs": (
+        "train.epochs",
+        click.IntRange(min=0),
+        "N",
+        "Phase 1 epochs (same as --set train.epochs=N).",
+    ),
+    "lr": (
+        "train.learning_rate",
+        click.FloatRange(min=0, min_open=True),
+        "RATE",
+        "Phase 1 learning rate (same as --set train.learning_rate=RATE).",
+    ),
+    "batch_size": (
+        "data.batch_size",
+        click.IntRange(min=1),
+        "N",
+        "Images per batch (same as --set data.batch_size=N).",
+    ),
+    "backbone": (
+        "model.backbone",
+        click.STRING,
+        "NAME",
+        "Backbone, e.g. resnet50, mobilenet_v2, simple_cnn (same as --set model.backbone=NAME).",
+    ),
+    "image_size": (
+        "data.image_size",
+        click.IntRange(min=8),
+        "PX",
+        "Side of the model input in pixels (same as --set data.image_size=PX).",
+    ),
+}
+
+
+def shortcut_options(*names: str) -> Callable:
+    """``--epochs``, ``--lr``, ``--batch-size``, ``--backbone``, ``--image-size`` (those named):
+    each appends ``key=value`` to the command's ``overrides`` (``--set``), after the ``--set``
+    values, so a shortcut wins over a ``--set`` of the same key."""
+    chosen = names or tuple(SHORTCUTS)
+
+    def apply(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            extra = []
+            for name in chosen:
+                value = kwargs.pop(name)
+                if value is not None:
+                    extra.append(f"{SHORTCUTS[name][0]}={value}")
+            kwargs["overrides"] = (*kwargs.get("overrides", ()), *extra)
+            return fn(*args, **kwargs)
+
+        options = [
+            click.option(f"--{name.replace('_', '-')}", name, type=tp, metavar=mv, help=text)
+            for name in chosen
+            for _key, tp, mv, text in [SHORTCUTS[name]]
+        ]
+        return _stack(*options)(wrapper)
+
+    return apply
+
+
+def method_option(default: tuple[str, ...], help: str) -> Callable:
+    """``-m/--method``: explanation methods, repeatable and comma-separated (``-m gradcam -m
+    scorecam`` or ``-m gradcam,scorecam``); ``--methods`` is a hidden alias kept for old
+    scripts. The command receives ``methods``, a tuple of what was given."""
+
+    def apply(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            alias = kwargs.pop("methods_alias")
+            if alias:  # the alias replaces the default, and joins any -m/--method given
+                source = click.get_current_context().get_parameter_source("methods")
+                given = source is not click.core.ParameterSource.DEFAULT
+                kwargs["methods"] = (*(kwargs["methods"] if given else ()), *alias)
+            return fn(*args, **kwargs)
+
+        return _stack(
+            click.option(
+                "-m",
+                "--method",
+                "methods",
+                multiple=True,
+                default=default,
+                show_default=True,
+                metavar="NAME[,NAME…]",
+                help=help,
+            ),
+            click.option(
+                "--methods", "methods_alias", multiple=True, hidden=True, help="Old name of -m."
+            ),
+        )(wrapper)
+
+    return apply
 
 
 def force_option(help: str) -> Callable:

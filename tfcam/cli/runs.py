@@ -9,6 +9,7 @@ import click
 
 from tfcam.cli.group import cli
 from tfcam.cli.options import (
+    count_option,
     echo_table,
     json_option,
     out_option,
@@ -46,18 +47,28 @@ def evaluate(run_dir, split, as_json) -> None:
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN_DIR")
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option(
-    "-k", "--top-k", default=3, show_default=True, help="How many classes to list per image."
-)
-@json_option()
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE|FOLDER...")
+@count_option("-k", "--top-k", default=3, help="How many classes to list per image.")
+@json_option("Print JSON only: one entry per image (path, class, confidence, top k).")
 def predict(run_dir, images, top_k, as_json) -> None:
-    """Predict the class of each IMAGE with a run's model."""
+    """Predict the class of each image with a run's model; a folder means every image in it.
+
+    Folders are searched as tfcam explain searches them: recursively, in sorted order, files
+    with an image suffix (.jpg, .jpeg, .png, .bmp, .gif, .webp), hidden files left out.
+
+    \b
+    Examples:
+      tfcam predict runs/shapes-… photo.jpg
+      tfcam predict runs/shapes-… photos/ --json
+    """
+    from tfcam.explain.inputs import list_inputs
+
     require_run(run_dir)
+    files = list_inputs(images)  # a missing path or an empty folder fails before TF loads
     quiet_tensorflow()
     from tfcam.train.evaluate import predict_images
 
-    results = predict_images(run_dir, list(images), top_k=top_k)
+    results = predict_images(run_dir, [str(f) for f in files], top_k=top_k)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -86,6 +97,7 @@ def report(run_dir) -> None:
     type=click.Choice(["val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds"]),
     default="val_accuracy",
     show_default=True,
+    help="Order the runs by this (accuracies highest first, losses and time lowest first).",
 )
 @out_option("Default: SWEEP_DIR/compare, or runs/compare-<time>.")
 @json_option()

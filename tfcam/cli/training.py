@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shlex
 from pathlib import Path
 
 import click
@@ -15,9 +17,13 @@ from tfcam.cli.options import (
     force_option,
     json_option,
     out_option,
+    shortcut_options,
 )
 from tfcam.cli.stderr import quiet_tensorflow
 from tfcam.errors import UserError
+from tfcam.io import printable
+
+log = logging.getLogger("tfcam")
 
 
 @cli.command()
@@ -35,14 +41,52 @@ def experiments(as_json: bool) -> None:
         click.echo(f"{name:<{width}}  {desc}")
 
 
-@cli.command()
+@cli.command("config")
+@click.argument("name", required=False, metavar="[NAME|PATH.yaml]")
 @experiment_options(
     required=False,
-    experiment_help="A bundled experiment name or a YAML file.",
-    data_dir_help="Image folder (class subfolders), overrides data.data_dir.",
+    experiment_help="Same as NAME.",
+    set_help="Override a config field, e.g. --set train.epochs=3 (repeatable).",
+)
+@shortcut_options()
+@click.option("--keys", "list_keys", is_flag=True, help="Print every settable key, one a line.")
+def config_cmd(name, experiment, data_dir, weights, overrides, list_keys) -> None:
+    """Print an experiment's resolved config as commented YAML: every key, its value after
+    --set and the shortcuts, and what it means (default: shapes).
+
+    The output loads back as an experiment file.
+
+    \b
+    Examples:
+      tfcam config imagewoof --backbone mobilenet_v2
+      tfcam config shapes --set train.epochs=3 > mine.yaml && tfcam fit -e mine.yaml
+      tfcam config --keys
+    """
+    from tfcam.config import load_experiment, valid_keys
+
+    if name and experiment and name != experiment:
+        raise UserError(f"Give the experiment once: NAME '{name}' or --experiment '{experiment}'")
+    if list_keys:
+        click.echo("\n".join(valid_keys()))
+        return
+    from tfcam.config_docs import commented_yaml
+
+    cfg = load_experiment(name or experiment or "shapes", overrides, data_dir=data_dir,
+                          weights=weights)  # fmt: skip
+    click.echo(commented_yaml(cfg), nl=False)
+
+
+@cli.command()
+@click.argument("data", required=False, metavar="[DATA_DIR]")
+@experiment_options(
+    required=False,
+    experiment_help="A bundled experiment name or a YAML file (default: folder with a "
+    "DATA_DIR, else shapes).",
+    data_dir_help="Image folder (class subfolders), overrides data.data_dir; same as DATA_DIR.",
     weights_help="Backbone weights, overrides model.weights.",
     set_help="Override any config field, e.g. --set train.epochs=3 (repeatable).",
 )
+@shortcut_options()
 @click.option(
     "--run-dir", metavar="DIR", help="Where to write the run (default runs/<experiment>-<time>)."
 )
@@ -67,20 +111,25 @@ def experiments(as_json: bool) -> None:
     help="tf.distribute strategy: mirrored over local GPUs, multiworker over the machines of "
     "TF_CONFIG (each runs this command; worker 0 writes the report).",
 )
-def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, force, no_report, strategy,
-        sweeps):  # fmt: skip
+def fit(data, experiment, data_dir, weights, overrides, run_dir, resume_dir, force, no_report,
+        strategy, sweeps):  # fmt: skip
     """Train an experiment and write its run directory (or a sweep folder of runs).
+
+    DATA_DIR (or --data-dir) alone trains the 'folder' experiment on it; with nothing at all, the
+    synthetic 'shapes' default trains (no download).
 
     \b
     Examples:
-      tfcam fit --experiment shapes
-      tfcam fit --experiment folder --data-dir ~/photos --set model.backbone=resnet50
+      tfcam fit
+      tfcam fit ~/photos --epochs 5 --backbone resnet50
+      tfcam fit -e imagewoof --backbone mobilenet_v2 --data-dir ~/data/imagewoof
       tfcam fit --resume runs/shapes-20261123-101500
       tfcam fit --resume runs/shapes-20261123-101500 --force   # train a finished run again
       tfcam fit -e shapes --sweep train.learning_rate=0.01,0.001 --sweep data.batch_size=32,64
       tfcam fit --resume runs/shapes-sweep-20261123-101500
     """
-    given = experiment or data_dir or weights or overrides or run_dir
+    given = experiment or data or data_dir or weights or overrides or run_dir
+    experiment, data_dir, chosen = _what_to_train(data, experiment, data_dir, resume_dir)
     if force and not resume_dir:
         raise UserError("--force goes with --resume RUN_DIR (to train a finished run again)")
     if sweeps or (resume_dir and (Path(resume_dir) / "sweep.json").is_file()):
@@ -92,20 +141,67 @@ def fit(experiment, data_dir, weights, overrides, run_dir, resume_dir, force, no
             "--resume continues a run with its own saved config; do not combine it with "
             "--experiment, --data-dir, --weights, --set or --run-dir"
         )
-    if not resume_dir and not experiment:
-        raise UserError("Give --experiment NAME (see 'tfcam experiments') or --resume RUN_DIR")
     cfg = None if resume_dir else _load(experiment, overrides, data_dir, weights)
+    if chosen:
+        log.info("%s", chosen)
     quiet_tensorflow()
     from tfcam.train.fit import fit as run_fit
 
     result = run_fit(cfg, resume_dir or run_dir, resume=bool(resume_dir), report=not no_report,
                      strategy=strategy, force=force)  # fmt: skip
-    click.echo(f"Run directory: {result.run_dir}")
+    _echo_footer(result)
+
+
+def _what_to_train(data, experiment, data_dir, resume_dir):
+    """``(experiment, data folder, note)``: DATA_DIR is --data-dir; without -e, a folder implies
+    the folder experiment and nothing at all the embedded default (noted on stderr later)."""
+    if data is not None:
+        if data_dir is not None:
+            raise UserError(
+                f"Give the data folder once: DATA_DIR '{data}' or --data-dir '{data_dir}'"
+            )
+        data_dir = data
+    if resume_dir or experiment:
+        return experiment, data_dir, None
+    experiment = "folder" if data_dir is not None else "shapes"
+    return (
+        experiment,
+        data_dir,
+        (f"Experiment: {experiment} (choose another with -e NAME; see tfcam experiments)"),
+    )
+
+
+def _echo_footer(result) -> None:
+    """The final metrics once, then where everything is and what to run next."""
+    run = Path(result.run_dir)
     for split, m in result.metrics.items():
         click.echo(
             f"{split}: accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['n']} images)"
         )
-    click.echo(f"Wall time: {result.seconds:.1f} s")
+    rows = [("Run directory", str(run)), ("Wall time", f"{result.seconds:.1f} s")]
+    report = run / "report" / "index.html"
+    if report.is_file():
+        rows.append(("Report", str(report)))
+    rows.append(("TensorBoard", f"tensorboard --logdir {shlex.quote(str(run / 'tensorboard'))}"))
+    image = _an_image(run)
+    rows.append(("Explain", f"tfcam explain {shlex.quote(str(run))} {image}"))
+    width = max(len(k) for k, _ in rows) + 1
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width}} {printable(value)}")
+
+
+def _an_image(run: Path) -> str:
+    """A validation image of the run for the suggested ``tfcam explain`` (IMAGE if none)."""
+    import csv
+
+    try:
+        with open(run / "splits.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("split") == "val":
+                    return shlex.quote(row["path"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return "IMAGE..."
 
 
 def _load(experiment, overrides, data_dir=None, weights=None):
@@ -128,8 +224,6 @@ def _fit_sweep(
             "--resume continues a sweep with its own saved grid; do not combine it with "
             "--experiment, --data-dir, --weights, --set, --sweep or --run-dir"
         )
-    if not resume_dir and not experiment:
-        raise UserError("Give --experiment NAME with --sweep")
     quiet_tensorflow()
     from tfcam.train.sweep import run_sweep
 
@@ -158,9 +252,11 @@ def _fit_sweep(
 @experiment_options(
     weights=False, set_help="Override a config field, e.g. --set data.augment.grid_distortion=1."
 )
-@out_option(metavar="OUT.png", default="augment_preview.png", show_default=True)
-@count_option("--images", "n_images", default=4)
-@count_option("--variants", default=5)
+@shortcut_options("image_size")
+@out_option("The picture to write.", metavar="OUT.png", default="augment_preview.png",
+            show_default=True)  # fmt: skip
+@count_option("--images", "n_images", default=4, help="Training images, one row each.")
+@count_option("--variants", default=5, help="Augmented copies of each image.")
 def augment_preview(experiment, data_dir, overrides, out_path, n_images, variants) -> None:
     """A grid of training images and augmented copies, as the experiment's data.augment makes them."""
     cfg = _load(experiment, overrides, data_dir)
@@ -178,9 +274,10 @@ def augment_preview(experiment, data_dir, overrides, out_path, n_images, variant
 
 @cli.command("lr-find")
 @experiment_options()
+@shortcut_options("batch_size", "backbone", "image_size")
 @click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate.")
 @click.option("--end", type=float, default=1.0, show_default=True, help="Last learning rate.")
-@click.option("--steps", type=int, default=100, show_default=True, help="Batches in the sweep.")
+@count_option("--steps", default=100, help="Batches in the sweep (at least 5).")
 @out_option("Output folder (default runs/lr-find-<experiment>-<time>).")
 @json_option()
 def lr_find(experiment, data_dir, weights, overrides, start, end, steps, out_dir, as_json) -> None:

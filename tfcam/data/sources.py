@@ -6,6 +6,7 @@ Checking that the files decode is the pipeline's job (:func:`tfcam.data.pipeline
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import logging
@@ -130,7 +131,62 @@ def dataset_root(cfg: DataConfig, *, progress=None) -> Path:
             unpack_limit_gb=cfg.unpack_limit_gb,
             unpack_max_ratio=cfg.unpack_max_ratio,
         )
+    if cfg.source == "folder":
+        return locate_dataset(base, cfg.root_name)
     return find_root(base, cfg.root_name)
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether any visible file lies below ``folder`` (stops at the first)."""
+    for _dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not n.startswith(".") for n in filenames):
+            return True
+    return False
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def looks_like_dataset(folder: Path) -> bool:
+    """A dataset's layout: ``train/`` (maybe with ``val/``, ``test/``) of class folders, or two or
+    more class folders with files below them, none of which is itself split into ``train/``…"""
+    if "train" in _find_split_dirs(folder):
+        return True
+    subs = _subfolders(folder)
+    if any(_find_split_dirs(s) for s in subs):  # folders of datasets, not of classes
+        return False
+    return sum(1 for s in subs if _has_files(s)) >= 2
+
+
+def locate_dataset(base: Path, root_name: str | None = None) -> Path:
+    """The dataset's folder in a ``--data-dir`` (or a download), found by its layout, not its name.
+
+    The folder named ``root_name`` when the experiment names one and it is there (a download's
+    own layout); else ``base`` itself when it has the layout (:func:`looks_like_dataset`); else
+    the one folder directly
+    inside ``base`` that has the layout (a wrapper level, as archives have); else ``base`` after
+    stepping through folders that hold nothing but one folder, so that the split finds what is
+    wrong and names it.
+    """
+    from tfcam.data.download import find_root
+
+    base = Path(base)
+    if not base.is_dir():
+        return base
+    if root_name:
+        with contextlib.suppress(UserError):
+            return find_root(base, root_name)
+    if looks_like_dataset(base):
+        return base
+    found = [s for s in _subfolders(base) if looks_like_dataset(s)]
+    if len(found) == 1:
+        return found[0]
+    return find_root(base)
 
 
 def _keras_cifar() -> Path | None:

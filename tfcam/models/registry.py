@@ -33,6 +33,10 @@ class Backbone:
         preprocess: One of ``PREPROCESS_MODES``: what ``preprocess_input`` of the family does.
         cam_layer: Default layer for CAM methods (the last convolutional feature map).
         early_layer: An early convolutional layer, for feature-map galleries and tests.
+        last_stage: The first layer of the network's last stage (its last block of the lowest
+            resolution, or the last two for Inception): where fine-tuning starts when an
+            experiment names no layer (``train.fine_tune.unfreeze_from``), so that switching
+            backbones keeps a sensible fine-tuning point.
         default_size: The input size the network was designed for.
         min_size: The smallest input size the constructor accepts.
         options: Extra constructor arguments the user may set, with their defaults
@@ -50,11 +54,14 @@ class Backbone:
     default_size: int
     min_size: int
     options: Mapping[str, Any] = field(default_factory=dict)
+    last_stage: str = ""
     applications: bool = True
     imagenet: bool = True
     description: str = ""
 
     def __post_init__(self) -> None:
+        if not self.last_stage:
+            raise ValueError(f"{self.name}: last_stage (where fine-tuning starts) is required")
         if self.preprocess not in PREPROCESS_MODES:
             raise ValueError(f"{self.name}: unknown preprocess mode {self.preprocess!r}")
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -125,6 +132,7 @@ register(
         "block1_conv2",
         224,
         32,
+        last_stage="block5_conv1",
         description="VGG16 (Simonyan & Zisserman 2015), 14.7 M parameters without top",
     )
 )
@@ -137,6 +145,7 @@ register(
         "block1_conv2",
         224,
         32,
+        last_stage="block5_conv1",
         description="VGG19, 20.0 M parameters without top",
     )
 )
@@ -149,6 +158,7 @@ register(
         "conv1_relu",
         224,
         32,
+        last_stage="conv5_block1_1_conv",
         description="ResNet50 (He et al. 2016), 23.6 M parameters without top",
     )
 )
@@ -162,6 +172,7 @@ register(
         224,
         32,
         options={"alpha": 1.0},
+        last_stage="block_13_expand",
         description="MobileNetV2 (Sandler et al. 2018); option alpha (width multiplier)",
     )
 )
@@ -175,6 +186,7 @@ register(
         224,
         32,
         options={"alpha": 1.0, "depth_multiplier": 1},
+        last_stage="conv_pad_12",
         description="MobileNet v1 (Howard et al. 2017); options alpha, depth_multiplier",
     )
 )
@@ -187,6 +199,7 @@ register(
         "block2a_expand_activation",
         224,
         32,
+        last_stage="block6a_expand_conv",
         description="EfficientNet-B0 (Tan & Le 2019); normalises its input itself",
     )
 )
@@ -199,6 +212,7 @@ register(
         "mixed0",
         299,
         75,
+        last_stage="mixed8",
         description="Inception v3 (Szegedy et al. 2016); inputs of at least 75 px",
     )
 )
@@ -211,6 +225,7 @@ register(
         "block1_conv1_act",
         299,
         71,
+        last_stage="block14_sepconv1",
         description="Xception (Chollet 2017); inputs of at least 71 px",
     )
 )
@@ -223,6 +238,7 @@ register(
         "conv1_relu",
         224,
         32,
+        last_stage="conv5_block1_0_bn",
         description="DenseNet-121 (Huang et al. 2017)",
     )
 )
@@ -237,6 +253,7 @@ register(
         8,
         applications=False,
         imagenet=False,
+        last_stage="layer4_block1_1_conv",
         description="ResNet-18 for 32 px inputs, as in the pytorch-cifar repository",
     )
 )
@@ -252,6 +269,7 @@ register(
         options={"width": 16},
         applications=False,
         imagenet=False,
+        last_stage="block4_conv1",
         description="A small VGG-style CNN for training from scratch on small images",
     )
 )

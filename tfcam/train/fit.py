@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcam.config import ExperimentConfig, check_data_config
+from tfcam.config import ExperimentConfig, check_data_config, fine_tune_start
 from tfcam.data.pipeline import make_dataset, scan_files
 from tfcam.data.sources import (
     Splits,
@@ -33,6 +33,7 @@ from tfcam.models.build import build_classifier, load_model, load_weights, set_b
 from tfcam.runs import Run, default_run_dir, lock_run
 from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
+from tfcam.train.checks import check_config_layers, check_diverged
 from tfcam.train.evaluate import evaluate_model_on_split
 from tfcam.train.resume import prepare_resume
 
@@ -148,8 +149,7 @@ def _fit_locked(cfg, run, state, t0, *, verbose, report, strategy) -> FitResult:
     if report and placement.is_chief:
         from tfcam.explain.report_figures import build_report
 
-        path = build_report(run.path)
-        log.info("Report: %s", path)
+        build_report(run.path)
     return result
 
 
@@ -421,6 +421,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
     m, t = cfg.model, cfg.train
     n_classes = len(splits.class_names)
     model = build_model(cfg, n_classes)
+    check_config_layers(cfg, model)  # a wrong layer name stops here, not after phase 1
     if placement.distributed:
         # Batch statistics over the global batch (all replicas), as one machine would compute
         # them, so the moving averages stay identical on every worker.
@@ -477,7 +478,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
         n = set_backbone_trainable(
             model,
             True,
-            from_layer=ft.unfreeze_from,
+            from_layer=fine_tune_start(cfg),
             top=ft.unfreeze_top,
             train_batchnorm=ft.train_batchnorm,
         )
@@ -525,7 +526,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
                 shuffle=False,
                 callbacks=callbacks(phase, lr, first, n_epochs),
             )
-        _check_diverged(guard, best, lr)
+        check_diverged(guard, best, lr)
         with atomic_path(end_weights) as tmp:
             model.save_weights(str(tmp))
         run.update_state(phase_done=phase)
@@ -564,33 +565,9 @@ def _finish(cfg, run, placement, splits, model) -> FitResult:
         if splits.files.get(split):
             summary, _ = evaluate_model_on_split(model, run, split)
             metrics[split] = summary
-            log.info(
-                "%s: accuracy %.4f, loss %.4f (%d images)",
-                split,
-                summary["accuracy"],
-                summary["loss"],
-                summary["n"],
-            )
     for phase in (1, 2):
         _remove_tree(run.checkpoints / f"backup_phase{phase}")
     return FitResult(run_dir=run.path, metrics=metrics)
-
-
-def _check_diverged(guard: cb.NaNGuard, best: cb.BestCheckpoint, lr: float) -> None:
-    if guard.tripped_at is None:
-        return
-    epoch, batch = guard.tripped_at
-    info = best.info()
-    kept = (
-        f"The last good checkpoint is kept: {best.model_path} (epoch {info['epoch']}, "
-        f"{info['monitor']} {info['value']:.4f})."
-        if info
-        else "No epoch finished before that, so there is no checkpoint."
-    )
-    raise TrainingDiverged(
-        f"Training stopped: the loss became NaN or infinite at epoch {epoch}, batch {batch}. {kept} "
-        f"Try a lower learning rate (it was {lr:g})."
-    )
 
 
 def _remove_tree(path: Path) -> None:
