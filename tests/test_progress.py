@@ -284,3 +284,97 @@ def test_explain_plain_lines_count_images_with_an_eta(tiny_run, fifty, tmp_path,
     assert re.fullmatch(
         r"tfcam: Explaining: 50/50 images in \d+:\d\d \([\d.]+ images/s\)", shown[-1]
     )
+
+
+# -- every long step reports through the same tasks ------------------------------------------
+
+
+@pytest.fixture
+def every_update(monkeypatch, capsys):
+    """Plain lines on (a captured, non-terminal) stderr, one per update; returns a reader of
+    the progress lines printed so far."""
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+    monkeypatch.delenv("TFCAM_PROGRESS", raising=False)
+    progress.configure("auto")
+    progress.use_terminal(None)
+
+    def shown(label: str) -> list[str]:
+        err = capsys.readouterr().err
+        return [line for line in err.splitlines() if line.startswith(f"tfcam: {label}")]
+
+    return shown
+
+
+def test_scan_counts_the_images_it_checks(every_update, tmp_path):
+    from tfcam.data.pipeline import scan_files
+
+    rng = np.random.default_rng(1)
+    files = [
+        write_image(tmp_path / f"s{i}.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+        for i in range(12)
+    ]
+    (tmp_path / "bad.png").write_bytes(b"not an image")  # checked last, and counted
+    scan = scan_files([*files, tmp_path / "bad.png"], image_size=32)
+    assert len(scan.sizes) == 12
+    lines = every_update("Checking images")
+    assert lines[-1].startswith("tfcam: Checking images: 13/13 images in "), lines
+
+
+def test_download_shows_bytes_rate_and_eta(every_update, tmp_path):
+    from tfcam.data.download import download
+
+    src = tmp_path / "big.bin"
+    src.write_bytes(np.random.default_rng(2).bytes(3 * (1 << 20)))  # three 1-MiB reads
+    download(src.as_uri(), tmp_path / "cache" / "big.bin")
+    lines = every_update("Downloading big.bin")
+    assert re.fullmatch(
+        r"tfcam: Downloading big\.bin: 1\.0/3\.1 MB \(33%\), [\d.]+ [kMG]?B/s, ETA \d+:\d\d",
+        lines[0],
+    ), lines
+    assert re.fullmatch(r"tfcam: Downloading big\.bin: 3\.1/3\.1 MB in \d+:\d\d .*", lines[-1])
+
+
+def test_evaluate_cams_counts_each_image_of_each_method(every_update, tiny_run, tmp_path):
+    from tfcam.explain.evaluate_cams import evaluate_cams
+
+    evaluate_cams(
+        tiny_run, ["gradcam"], n=4, road=False, sanity_images=2, sanity_steps=2,
+        out_dir=tmp_path / "ev",
+    )  # fmt: skip
+    lines = every_update("")
+    grad = [x for x in lines if x.startswith("tfcam: Evaluating gradcam [1/3]")]
+    # 4 images × (maps, deletion, insertion): the maps in one batch, then image by image
+    counts = [int(m.group(1)) for x in grad if (m := re.search(r": (\d+)/12 steps", x))]
+    assert list(dict.fromkeys(counts)) == [0, 4, 5, 6, 7, 8, 9, 10, 11, 12], grad
+    assert any("(deletion and insertion): 5/12 steps" in x for x in grad), grad
+    for ref in ("random [2/3]", "center [3/3]"):
+        assert any(
+            x.startswith(f"tfcam: Evaluating {ref}") and "12/12 steps in" in x for x in lines
+        )
+    assert any(re.match(r"tfcam: Sanity check \(.*\): (\d+)/\1 images in", x) for x in lines), lines
+
+
+def test_report_figures_count_the_sections(every_update, tiny_run, tmp_path):
+    import shutil
+
+    from tfcam.explain.report_figures import SECTIONS, build_report_figures
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    build_report_figures(run)
+    lines = every_update("Drawing report figures")
+    assert lines[0].startswith(f"tfcam: Drawing report figures ({SECTIONS[0]}): 0/5 sections")
+    assert lines[-1].startswith("tfcam: Drawing report figures (receptive field): 5/5 sections in")
+
+
+def test_receptive_field_verification_counts_layers(every_update, tiny_classifier):
+    from tfcam.explain.receptive_field import receptive_fields, verify_layers
+
+    model = tiny_classifier(image_size=32)
+    checked = verify_layers(model, receptive_fields(model), max_layers=3)
+    lines = every_update("Verifying receptive fields")
+    n = len(checked)
+    assert n >= 2
+    assert lines[-1].startswith(
+        f"tfcam: Verifying receptive fields ({list(checked)[-1]}): {n}/{n} layers in"
+    )
