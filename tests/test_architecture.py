@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "tfcam.viz",
         "tfcam.io",
         "tfcam.locks",
+        "tfcam.progress",
         "tfcam.errors",
         "tfcam.paths",
         "tfcam.typed",
@@ -46,6 +47,7 @@ TF_FREE = (
     "tfcam.report",
     "tfcam.config",
     "tfcam.typed",
+    "tfcam.progress",
     "tfcam.cli",
     "tfcam.explain.methods",
 )

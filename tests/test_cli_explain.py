@@ -44,7 +44,7 @@ def test_explain_writes_overlays_per_image_and_method(tiny_run, photos, tmp_path
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    records = json.loads(r.output)
+    records = json.loads(r.stdout)
     images = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     assert [Path(rec["image"]).name for rec in records] == [p.name for p in images]
     names = json.loads((tiny_run / "class_names.json").read_text())
@@ -85,7 +85,7 @@ def test_explain_target_layers_and_listing(tiny_run, photos, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    rec = json.loads(r.output)[0]
+    rec = json.loads(r.stdout)[0]
     assert rec["target"] == "square"
     assert set(rec["outputs"]) == {"gradcam-block2_relu", "gradcam-block4_relu"}
     r = run_cli("explain", tiny_run, "--list-layers")
@@ -157,7 +157,7 @@ def test_explain_any_keras_model_file(tmp_path, photos):
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    records = json.loads(r.output)
+    records = json.loads(r.stdout)
     assert all(rec["target"] == "green" for rec in records)
     assert cv2.imread(records[0]["outputs"]["gradcam++"]["overlay"]).shape == (40, 40, 3)
 
@@ -178,7 +178,7 @@ def test_per_layer_gallery(tiny_run, photos, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    for rec in json.loads(r.output):
+    for rec in json.loads(r.stdout):
         assert set(rec["galleries"]) == {"gradcam"}  # saliency has no layer
         gallery = cv2.imread(rec["galleries"]["gradcam"])
         single = cv2.imread(rec["outputs"]["gradcam-block2_relu"]["panel"])
@@ -202,7 +202,7 @@ def test_features_grid_shows_the_most_active_channels(tiny_run, photos, tmp_path
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    records = json.loads(r.output)
+    records = json.loads(r.stdout)
     model = keras.saving.load_model(tiny_run / "model.keras")
     sub = keras.Model(model.inputs[0], model.get_layer("block1_relu").output)
     for rec in records:

@@ -22,7 +22,7 @@ def run(*args):
 def test_vgg16_block5_pool_json_is_exactly_the_published_field():
     r = run("receptive-field", "--backbone", "vgg16", "--layer", "block5_pool", "--json")
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.output) == {
+    assert json.loads(r.stdout) == {
         "layer": "block5_pool",
         "size": [212, 212],
         "stride": [32, 32],
@@ -33,7 +33,7 @@ def test_vgg16_block5_pool_json_is_exactly_the_published_field():
 def test_table_and_json_list_without_layer():
     r = run("receptive-field", "--backbone", "simple_cnn", "--input-size", "32", "--json")
     assert r.exit_code == 0, r.stderr
-    rows = json.loads(r.output)
+    rows = json.loads(r.stdout)
     assert isinstance(rows, list) and {"layer", "size", "stride", "padding"} <= set(rows[0])
     by_name = {row["layer"]: row for row in rows}
     assert by_name["block1_conv1"]["size"] == [3, 3]
@@ -124,7 +124,7 @@ def test_patch_overlays_match_the_calculator(tiny_run, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    rec = json.loads(r.output)
+    rec = json.loads(r.stdout)
     assert rec["layer"] == "block3_relu" and len(rec["patches"]) == 4
     boxes_png = out / "photo_block3_relu_boxes.png"
     assert str(boxes_png) in rec["files"] and (out / "photo_block3_relu_patches.png").is_file()
@@ -194,7 +194,7 @@ def test_folder_patches_and_verify_and_plot(tiny_run, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.stderr
-    rec = json.loads(r.output)
+    rec = json.loads(r.stdout)
     assert rec["verify"]["ok"] is True
     assert rec["verify"]["support_box"] == rec["verify"]["analytic_box"]
     assert len(rec["patches"]) == 3 and all(p["channel"] == 1 for p in rec["patches"])

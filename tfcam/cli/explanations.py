@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import click
 
+from tfcam import progress
 from tfcam.cli.group import cli
 from tfcam.cli.options import (
     count_option,
@@ -93,12 +93,9 @@ def explain(paths, model_path, methods, layers, class_names, list_layers, list_m
         click.echo("\n".join(files.layer_lines(source.model)))
         return
     options = {k: kw.pop(k) for k in _METHOD_OPTIONS}
-    show = not as_json and sys.stderr.isatty()
     with (
         run_writer(run_dir, kw["out_dir"]),
-        click.progressbar(
-            length=n_files, label="Explaining", file=sys.stderr, hidden=not show
-        ) as bar,
+        progress.task("Explaining", total=n_files, unit="image") as bar,
     ):
         done = files.explain_files(source, inputs, chosen, layers=layers or None, options=options,
                                    progress=bar.update, **kw)  # fmt: skip

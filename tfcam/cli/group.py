@@ -20,7 +20,7 @@ import traceback
 
 import click
 
-from tfcam import __version__
+from tfcam import __version__, progress
 from tfcam.errors import TrainingDiverged, UserError, file_error_message
 
 log = logging.getLogger("tfcam")
@@ -34,10 +34,26 @@ class _Formatter(logging.Formatter):
         return f"tfcam: {msg}"
 
 
+class _TerminalHandler(logging.Handler):
+    """Writes through :func:`tfcam.progress.write_line`: to the same terminal as the progress
+    bar, which it clears and draws again below the message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            progress.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(quiet: bool) -> None:
-    """tfcam's log lines on stderr, ``tfcam: …``; only warnings and errors when ``quiet``."""
+    """tfcam's log lines on stderr, ``tfcam: …``; only warnings and errors when ``quiet``.
+
+    Progress (:mod:`tfcam.progress`) is a redrawn bar on a terminal; with ``quiet``, or in a pipe
+    or a file, a plain line at most every five seconds.
+    """
     log.handlers[:] = []
-    handler = logging.StreamHandler(sys.stderr)
+    progress.configure("lines" if quiet else "auto")
+    handler = _TerminalHandler()
     handler.setFormatter(_Formatter())
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -2,6 +2,10 @@
 
 TensorFlow writes info lines, an absl banner and (on CPU machines) a failed CUDA probe to file
 descriptor 2 before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot silence them all.
+
+The filter replaces descriptor 2 by a pipe, which is not a terminal: the original descriptor is
+kept and handed to :mod:`tfcam.progress`, so the progress bar is decided on (and drawn to) the
+real terminal, and is not held back by the filter's line-by-line pump.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import sys
 import threading
 
+from tfcam import progress
 from tfcam.startup import NATIVE_NOISE as _NATIVE_NOISE
 
 _stderr_filter: dict = {}
@@ -57,6 +62,7 @@ def filter_native_stderr() -> None:
 
     _stderr_filter["thread"] = thread
     _stderr_filter["original"] = original
+    progress.use_terminal(original)
     atexit.register(drain)
 
 

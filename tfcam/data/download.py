@@ -56,6 +56,7 @@ from tfcam.data.unpack import (
 from tfcam.errors import UserError
 from tfcam.locks import DirectoryLock
 from tfcam.paths import cache_dir
+from tfcam.progress import task
 
 log = logging.getLogger("tfcam")
 
@@ -190,7 +191,8 @@ def download(
         url: ``http(s)://`` or ``file://`` address.
         dest: The file to write.
         checksum: ``"md5:…"``/``"sha256:…"`` the file must have, or None.
-        progress: Callable taking a message, called every few seconds during the download.
+        progress: Callable taking a message (the start and the end of the download); the bytes,
+            rate and time left show as a :func:`tfcam.progress.task`.
         timeout: Seconds to wait for the server on each read.
 
     Returns:
@@ -208,7 +210,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     say(f"Downloading {url} …")
-    t0 = last = time.monotonic()
+    t0 = time.monotonic()
     done = 0
     hashes = {"sha256": hashlib.sha256()}
     if check is not None:
@@ -221,20 +223,16 @@ def download(
             if state is None:
                 state = _http_state(resp.headers)
             total = int(resp.headers.get("Content-Length") or 0)
-            while True:
-                block = resp.read(_CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                for h in hashes.values():
-                    h.update(block)
-                done += len(block)
-                now = time.monotonic()
-                if now - last >= 5.0:
-                    last = now
-                    share = f" ({100 * done / total:.0f}% of {total / 1e6:.1f} MB)" if total else ""
-                    rate = done / max(now - t0, 1e-9) / 1e6
-                    say(f"  {done / 1e6:.1f} MB{share}, {rate:.1f} MB/s")
+            with task(f"Downloading {dest.name}", total=total or None, unit="B") as bar:
+                while True:
+                    block = resp.read(_CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    for h in hashes.values():
+                        h.update(block)
+                    done += len(block)
+                    bar.advance(len(block))
             if total and done != total:
                 raise OSError(f"connection closed after {done} of {total} bytes")
     except (urllib.error.URLError, OSError, ValueError) as e:

@@ -28,6 +28,7 @@ from tfcam.data.augment import apply
 from tfcam.data.headers import exif_orientation, orientation_op, png_opaque_op, upright
 from tfcam.data.resize import as_hw, resize_image
 from tfcam.errors import UserError
+from tfcam.progress import task
 
 AUTOTUNE = tf.data.AUTOTUNE
 #: Value of the padding around images of ``native`` size in a batch (real pixels are 0–255);
@@ -437,7 +438,8 @@ def scan_files(
     Args:
         files: Paths to check.
         image_size: The training size (decides the JPEG decoding scale, as in training).
-        progress: Optional callable taking a message.
+        progress: Unused, kept for callers that pass it; the scan shows its progress as a
+            :func:`tfcam.progress.task`.
 
     Returns:
         The broken files with reasons, the suspicious ones (and which of them training leaves
@@ -452,8 +454,6 @@ def scan_files(
             result.bad[f] = reason
         else:
             candidates.append(f)
-    if progress and len(candidates) > 200:
-        progress(f"Checking {len(candidates)} images …")
 
     def check(i, path):
         img, hw = decode_image(tf.io.read_file(path), image_size)
@@ -465,10 +465,13 @@ def scan_files(
     found: dict[int, tuple[tuple[int, int], int]] = {}
     if candidates:
         ds = tf.data.Dataset.from_tensor_slices((np.arange(len(candidates)), candidates))
-        ds = ds.map(check, num_parallel_calls=AUTOTUNE).ignore_errors().batch(256)
-        for idx, hw, nc in ds.as_numpy_iterator():
-            for i, (h, w), n in zip(idx, hw, nc, strict=True):
-                found[int(i)] = ((int(h), int(w)), int(n))
+        ds = ds.map(check, num_parallel_calls=AUTOTUNE).ignore_errors().batch(64)
+        with task("Checking images", total=len(candidates), unit="image") as bar:
+            for idx, hw, nc in ds.as_numpy_iterator():
+                for i, (h, w), n in zip(idx, hw, nc, strict=True):
+                    found[int(i)] = ((int(h), int(w)), int(n))
+                bar.advance(int(idx[-1]) + 1 - bar.done)  # in order: failures count too
+            bar.advance(len(candidates) - bar.done)  # the failures after the last good one
     for i, f in enumerate(candidates):
         if i not in found:
             result.bad[f] = _decode_error_reason(f)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import pandas as pd
 from tfcam.errors import UserError
 from tfcam.explain import metrics as M
 from tfcam.io import atomic_path, write_json
+from tfcam.progress import task
 
 log = logging.getLogger("tfcam")
 
@@ -110,7 +111,6 @@ def evaluate_cams(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     max_n: int | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Measures each method (and the two reference maps) on ``n`` images of ``split``.
 
@@ -130,7 +130,10 @@ def evaluate_cams(
         batch_size: Images per explanation call.
         max_n: Score-CAM: only the ``max_n`` channels of highest variance (default: all, as in
             the paper; 1,280 masked passes per image on MobileNetV2).
-        progress: Callable taking a message.
+
+    Progress shows per method and image (:func:`tfcam.progress.task`): one task per method whose
+    steps are its images through each metric (maps, deletion, insertion and ROAD's two orders),
+    then one for the sanity check.
 
     Returns:
         ``{"table": [rows], "columns": {...}, "sanity": {...}, "n": n, "files": {...}, ...}``.
@@ -145,7 +148,6 @@ def evaluate_cams(
     from tfcam.explain.methods import parse_methods
     from tfcam.runs import Run
 
-    say = progress or log.info
     wanted = [x.strip() for v in methods for x in str(v).split(",") if x.strip()]
     methods = [
         m if m in REFERENCES else parse_methods([m])[0] for m in wanted
@@ -174,44 +176,51 @@ def evaluate_cams(
     out = Path(out_dir) if out_dir is not None else run.path / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
-    def maps_for(method: str, exp: Explainer, imgs: np.ndarray, tgts: np.ndarray) -> np.ndarray:
+    def maps_for(method, exp, imgs, tgts, advance) -> np.ndarray:
         if method in REFERENCES:
+            advance(len(imgs))
             return reference_maps(method, len(imgs), h, w)
-        return _heatmaps(exp, imgs, tgts, method, layers, batch_size, max_n)
+        return _heatmaps(exp, imgs, tgts, method, layers, batch_size, max_n, advance)
 
     blurred = M.blur(images, blur_sigma)
     rows, curves, all_maps = [], {}, {}
     names = [*methods, *[r for r in REFERENCES if r not in methods]]
     import warnings
 
+    stages = 5 if road else 3  # maps, deletion, insertion (+ ROAD's two orders)
     for k, method in enumerate(names, start=1):
-        say(f"[{k}/{len(names)}] {method}: maps of {len(images)} images …")
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            maps = maps_for(method, explainer, images, targets)
-        t_maps = time.perf_counter() - t0
-        all_maps[method] = maps
-        row = {"method": method, "images": len(images)}
-        if boxes is not None:
-            row["pointing_game"] = float(M.pointing_game(maps, boxes).mean())
-            row["energy_pointing"] = float(M.energy_pointing_game(maps, boxes).mean())
-        say(f"[{k}/{len(names)}] {method}: deletion and insertion …")
-        dele = M.deletion_insertion(score, images, maps, targets, mode="deletion", step=step)
-        ins = M.deletion_insertion(
-            score, images, maps, targets, mode="insertion", step=step, baseline=blurred
-        )
-        curves[method] = (dele, ins)
-        row["deletion_auc"] = float(dele.auc.mean())
-        row["insertion_auc"] = float(ins.auc.mean())
-        if road:
-            say(f"[{k}/{len(names)}] {method}: ROAD …")
-            morf = M.road(score, images, maps, targets, order="morf")
-            lerf = M.road(score, images, maps, targets, order="lerf")
-            row["road_morf"] = float(morf.mean())
-            row["road_lerf"] = float(lerf.mean())
-            row["road_gap"] = row["road_lerf"] - row["road_morf"]
-        drop, inc = M.drop_and_increase(score, images, maps, targets, base=base_probs)
+        label = f"Evaluating {method} [{k}/{len(names)}]"
+        with task(label, total=stages * len(images), unit="step") as bar:
+            bar.describe("maps")
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                maps = maps_for(method, explainer, images, targets, bar.advance)
+            t_maps = time.perf_counter() - t0
+            all_maps[method] = maps
+            row = {"method": method, "images": len(images)}
+            if boxes is not None:
+                row["pointing_game"] = float(M.pointing_game(maps, boxes).mean())
+                row["energy_pointing"] = float(M.energy_pointing_game(maps, boxes).mean())
+            bar.describe("deletion and insertion")
+            dele = M.deletion_insertion(
+                score, images, maps, targets, mode="deletion", step=step, progress=bar.advance
+            )
+            ins = M.deletion_insertion(
+                score, images, maps, targets, mode="insertion", step=step, baseline=blurred,
+                progress=bar.advance,
+            )  # fmt: skip
+            curves[method] = (dele, ins)
+            row["deletion_auc"] = float(dele.auc.mean())
+            row["insertion_auc"] = float(ins.auc.mean())
+            if road:
+                bar.describe("ROAD")
+                morf = M.road(score, images, maps, targets, order="morf", progress=bar.advance)
+                lerf = M.road(score, images, maps, targets, order="lerf", progress=bar.advance)
+                row["road_morf"] = float(morf.mean())
+                row["road_lerf"] = float(lerf.mean())
+                row["road_gap"] = row["road_lerf"] - row["road_morf"]
+            drop, inc = M.drop_and_increase(score, images, maps, targets, base=base_probs)
         row["average_drop_pct"] = float(100 * drop.mean())
         row["increase_confidence_pct"] = float(100 * inc.mean())
         row["seconds"] = round(t_maps, 2)
@@ -222,7 +231,7 @@ def evaluate_cams(
         sanity = _sanity(
             run, source, images[:sanity_images], targets[:sanity_images],
             [m for m in methods if m not in REFERENCES], all_maps, layers, sanity_steps,
-            batch_size, say, max_n,
+            batch_size, max_n,
         )  # fmt: skip
         for row in rows:
             series = sanity["spearman"].get(row["method"])
@@ -309,30 +318,28 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
-def _heatmaps(exp, images, targets, method, layers, batch_size, max_n) -> np.ndarray:
-    """One method's heatmaps ``[N, H, W]``, explained ``batch_size`` images at a time."""
+def _heatmaps(exp, images, targets, method, layers, batch_size, max_n, advance=None) -> np.ndarray:
+    """One method's heatmaps ``[N, H, W]``, explained ``batch_size`` images at a time
+    (``advance``, if given, is called with the number of images of each batch done)."""
     from tfcam.explain.api import explain
 
-    parts = [
-        np.asarray(
-            explain(
-                exp,
-                images[i : i + batch_size],
-                method,
-                layers=list(layers),
-                targets=targets[i : i + batch_size],
-                max_n=max_n,
-            ).heatmap,
-            np.float32,
+    parts = []
+    for i in range(0, len(images), batch_size):
+        e = explain(
+            exp,
+            images[i : i + batch_size],
+            method,
+            layers=list(layers),
+            targets=targets[i : i + batch_size],
+            max_n=max_n,
         )
-        for i in range(0, len(images), batch_size)
-    ]
+        parts.append(np.asarray(e.heatmap, np.float32))
+        if advance:
+            advance(len(parts[-1]))
     return np.concatenate(parts)
 
 
-def _sanity(
-    run, source, images, targets, methods, all_maps, layers, steps, batch_size, say, max_n=None
-):
+def _sanity(run, source, images, targets, methods, all_maps, layers, steps, batch_size, max_n=None):
     """Cascading randomisation: maps of a copy whose top layers are randomised, step by step,
     compared with the trained model's maps by Spearman rank correlation (mean over images)."""
     import warnings
@@ -346,21 +353,21 @@ def _sanity(
     out = {"counts": points, "down_to": [names[p - 1] for p in points], "spearman": {}}
     done = 0
     series = {m: [] for m in methods}
-    for i, p in enumerate(points, start=1):
-        M.randomize_layers(copy, names[done:p], seed=p)
-        done = p
-        say(
-            f"sanity check {i}/{len(points)}: top {p} weighted layers randomised (down to {names[p - 1]}) …"
-        )
-        exp = Explainer(copy, class_names=source.class_names, input_size=source.image_size)
-        for m in methods:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rnd = _heatmaps(exp, images, targets, m, layers, batch_size, max_n)
-            trained = all_maps[m][: len(images)]
-            series[m].append(
-                float(np.mean([M.spearman(a, b) for a, b in zip(trained, rnd, strict=True)]))
-            )
+    total = len(points) * len(methods) * len(images)
+    with task("Sanity check", total=total, unit="image") as bar:
+        for p in points:
+            M.randomize_layers(copy, names[done:p], seed=p)
+            done = p
+            bar.describe(f"top {p} weighted layers randomised, down to {names[p - 1]}")
+            exp = Explainer(copy, class_names=source.class_names, input_size=source.image_size)
+            for m in methods:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rnd = _heatmaps(exp, images, targets, m, layers, batch_size, max_n, bar.advance)
+                trained = all_maps[m][: len(images)]
+                series[m].append(
+                    float(np.mean([M.spearman(a, b) for a, b in zip(trained, rnd, strict=True)]))
+                )
     out["spearman"] = series
     return out
 

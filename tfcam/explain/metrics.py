@@ -276,6 +276,7 @@ def deletion_insertion(
     baseline: np.ndarray | None = None,
     blur_sigma: float | None = None,
     batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> Curves:
     """Deletion or insertion curves (Petsiuk et al. 2018), ``step`` pixels at a time.
 
@@ -291,6 +292,7 @@ def deletion_insertion(
         baseline: ``[N, H, W, 3]`` replacing or starting images.
         blur_sigma: Sigma in pixels of the insertion's blurred start (default: 1/12 of the side).
         batch_size: Images per model call.
+        progress: Called with 1 after each image.
 
     Returns:
         The curves and their areas.
@@ -321,6 +323,8 @@ def deletion_insertion(
         for j in range(0, len(variants), per_chunk):
             out.append(_target_scores(score_fn, variants[j : j + per_chunk], int(targets[i])))
         scores[i] = np.concatenate(out)
+        if progress:
+            progress(1)
     auc = np.trapezoid(scores, fractions, axis=1)
     return Curves(fractions, scores, auc)
 
@@ -413,12 +417,15 @@ def road(
     max_side: int = ROAD_MAX_SIDE,
     seed: int = 0,
     batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """ROAD (Rong et al. 2022): the target's probability after removing each share of pixels,
     most relevant first (``morf``) or least relevant first (``lerf``), imputed.
 
     The noise generator restarts from ``seed`` for each image and order, so two orders that
     remove the same pixels (an all-equal map) give the same images and scores.
+
+    ``progress``, if given, is called with 1 after each image.
 
     Returns:
         ``[N, len(percentages)]`` probabilities.
@@ -438,6 +445,8 @@ def road(
             ]
         )
         out[i] = _target_scores(score_fn, variants, int(targets[i]))
+        if progress:
+            progress(1)
     return out
 
 

@@ -25,6 +25,7 @@ from tfcam.explain.api import explain
 from tfcam.explain.engine import Explainer, spatial_layers
 from tfcam.explain.files import from_run
 from tfcam.io import atomic_path
+from tfcam.progress import task
 
 log = logging.getLogger("tfcam")
 
@@ -118,7 +119,8 @@ def build_report_figures(
     Args:
         run_dir: A finished run (with ``model.keras`` and ``predictions_val.csv``).
         gallery_size: Images per gallery.
-        progress: Called with the name of each figure as it starts.
+        progress: Called with the name of each figure as it starts (progress also shows as a
+            :func:`tfcam.progress.task` of the report's sections).
 
     Returns:
         The path of ``figures.json``: ``{"sections": [{"id", "title", "text", "figures":
@@ -126,10 +128,33 @@ def build_report_figures(
     """
     import warnings
 
-    with warnings.catch_warnings():
+    with (
+        warnings.catch_warnings(),
+        task("Drawing report figures", total=len(SECTIONS), unit="section") as bar,
+    ):
         # Early layers often have constant CAMs; the figures show them as such.
         warnings.simplefilter("ignore")
-        return _build(run_dir, gallery_size, progress)
+
+        def step(name: str) -> None:
+            if bar.detail:  # the section before this one is done
+                bar.advance()
+            bar.describe(name)
+            if progress:
+                progress(name)
+
+        path = _build(run_dir, gallery_size, step)
+        bar.advance(bar.total - bar.done)  # sections without data count as done
+        return path
+
+
+#: The sections :func:`_build` draws, in order (for the progress count).
+SECTIONS = (
+    "galleries",
+    "class CAMs",
+    "per-layer CAMs",
+    "feature maps and gradients",
+    "receptive field",
+)
 
 
 def _build(run_dir, gallery_size: int, progress) -> Path:

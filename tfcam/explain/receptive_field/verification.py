@@ -26,6 +26,7 @@ from tfcam.explain.receptive_field.analytic import (
     receptive_fields,
 )
 from tfcam.models.graph import walk
+from tfcam.progress import task
 
 
 @dataclass
@@ -276,4 +277,11 @@ def verify_layers(
     local = [n for n, f in fields.items() if f.kind == LOCAL and f.layer_type != "InputLayer"]
     step = max(1, len(local) // max_layers)
     probe = _Probe(model)
-    return {name: verify(model, name, probe=probe, fields=fields) for name in local[::step]}
+    chosen = local[::step]
+    out = {}
+    with task("Verifying receptive fields", total=len(chosen), unit="layer") as bar:
+        for name in chosen:
+            bar.describe(name)
+            out[name] = verify(model, name, probe=probe, fields=fields)
+            bar.advance()
+    return out
