@@ -103,7 +103,7 @@ class TensorBoardPanels(keras.callbacks.Callback):
                 # The session lives in the run that holds the metric scalars: the HParams
                 # plugin finds a session's metrics only in its own run and the runs below it.
                 hp.hparams_config(
-                    hparams=[hp.HParam(k) for k in self.hparams],
+                    hparams=[hp.HParam(k, hp.Discrete([v])) for k, v in self.hparams.items()],
                     metrics=[
                         hp.Metric(PREFIX + k, display_name=v) for k, v in HPARAM_METRICS.items()
                     ],
