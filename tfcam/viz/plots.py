@@ -120,7 +120,12 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(class_names)
     side = max(3.5, 0.55 * n + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
+    # Room for the full names (8-pt text is about 0.07 inch a character; x labels run at 45°),
+    # so long names widen the figure instead of squeezing the matrix.
+    label = min(4.0, 0.07 * max((len(str(c)) for c in class_names), default=0))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2 * (side + label) + 1, side + 0.7 * label), layout="constrained"
+    )
     for ax, data, sub, fmt in (
         (axes[0], cm, "counts", "{:.0f}"),
         (axes[1], norm, "row-normalised", "{:.2f}"),
