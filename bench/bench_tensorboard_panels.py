@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd
 
 from tfcam.config import load_experiment
-from tfcam.train import callbacks
+from tfcam.train import panels
 from tfcam.train.fit import fit
 
 # Also time the panel itself, directly: every call of the CAM panel's drawing.
 PANEL_TIMES: list[float] = []
-_panel = callbacks.TensorBoardPanels._panel
+_panel = panels.TensorBoardPanels._panel
 
 
 def _timed_panel(self, epoch):
@@ -40,7 +40,7 @@ def _timed_panel(self, epoch):
     return out
 
 
-callbacks.TensorBoardPanels._panel = _timed_panel
+panels.TensorBoardPanels._panel = _timed_panel
 
 
 def main() -> None:

@@ -75,3 +75,25 @@ def test_nan_guard_stops_at_the_first_bad_batch():
     guard.on_train_batch_end(4, {"loss": float("nan")})
     guard.on_train_batch_end(5, {"loss": float("inf")})
     assert guard.tripped_at == (3, 5) and guard.model.stop_training
+
+
+def test_batch_history_holds_each_batch_own_loss_not_the_running_mean(tmp_path):
+    """With a learning rate of 0 the weights never move, so each batch's own loss is the loss of
+    the model on that batch alone, computed here independently. Batches of 4, 4 and 2 images:
+    the last one is smaller, which a plain ``k·mean_k − (k−1)·mean_{k−1}`` would get wrong."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(10, 5)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(10) % 3, 3)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy")
+    path = tmp_path / "batch_history.csv"
+    model.fit(
+        x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[cb.BatchHistoryCSV(path)]
+    )
+    rows = pd.read_csv(path)
+    assert rows["step"].tolist() == list(range(6)) and rows["epoch"].tolist() == [0, 0, 0, 1, 1, 1]
+    ce = keras.losses.CategoricalCrossentropy()
+    want = [float(ce(y[i : i + 4], model(x[i : i + 4]))) for i in (0, 4, 8)]
+    np.testing.assert_allclose(rows["loss"].to_numpy(), want * 2, rtol=1e-4)
+    # Keras's running mean would repeat the first value and then drift towards the epoch mean.
+    assert not np.allclose(want, np.cumsum([4 * want[0], 4 * want[1], 2 * want[2]]) / [4, 8, 10])

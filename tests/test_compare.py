@@ -4,6 +4,7 @@ copies of one finished run whose config and metrics were edited."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -130,3 +131,35 @@ def test_compare_page_escapes_user_named_values(tiny_run, tmp_path):
     body = page.read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in body  # shown, as text
     assert "<img src=x" not in body
+
+
+def test_page_and_terminal_show_metrics_first_and_runs_as_columns(runs, tmp_path):
+    from conftest import run_cli
+
+    from tfcam.report.compare import transposed
+
+    table, _ = compare_table(runs)
+    shown = transposed(table)
+    assert list(shown.columns) == ["fast", "slow", "base"]  # best first, as sorted
+    metrics = [c for c in METRICS if c in table.columns]
+    assert list(shown.index) == [*metrics, "train.learning_rate"]
+    assert (
+        shown.loc["val_accuracy", "fast"] == "0.9"
+        and shown.loc["train.learning_rate", "slow"] == "0.0003"
+    )
+
+    out = tmp_path / "cmp"
+    write_compare(runs, out)
+    html = (out / "index.html").read_text()
+    body = html[html.index('<section id="table">') :].split("</table>")[0]
+    head = body[body.index("<thead>") : body.index("</thead>")]
+    assert head.index(">fast<") < head.index(">slow<") < head.index(">base<")
+    rows = re.findall(r"<tr>\s*<th>([^<]+)</th>", body[body.index("<tbody>") :])
+    assert rows[0] == "val_accuracy" and rows[-1] == "train.learning_rate"
+    assert '<div class="scroll"><table' in html
+
+    r = run_cli("compare", *runs, "--out", tmp_path / "cmp2")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["run", "fast", "slow", "base"]
+    assert lines[1].split()[:2] == ["val_accuracy", "0.9"]

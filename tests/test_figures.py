@@ -53,7 +53,10 @@ def test_batch_loss_curve():
     ax = plots.batch_loss_curve(b).axes[0]
     assert ax.get_title() == "Training loss per batch"
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), b["loss"])
-    assert sorted(ln.get_xdata()[0] for ln in ax.get_lines()[1:]) == [0, 3]  # epoch starts
+    # A centred moving average over about an epoch's batches (3 here), then the epoch starts.
+    want = b["loss"].rolling(3, min_periods=1, center=True).mean()
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), want)
+    assert sorted(ln.get_xdata()[0] for ln in ax.get_lines()[2:]) == [0, 3]
 
 
 def test_class_distribution_bars_and_labels():
@@ -145,18 +148,62 @@ def test_gradient_image_scales_by_a_high_percentile():
     assert (overlay.gradient_image(np.zeros((2, 2, 3))) == 128).all()
 
 
-def test_confusion_matrix_image_shades_by_row_share():
-    cm = [[9, 1], [5, 5]]
-    img = plots.confusion_matrix_image(cm, ["ants", "bees"], cell=30)
-    label_w, top = 8 + 7 * 4, 22
-    assert img.shape == (top + 60 + 4, label_w + 60 + 4, 3) and img.dtype == np.uint8
+def test_confusion_matrix_figure_shows_full_class_names():
+    names = ["a_rather_long_class_name_one", "another_long_class_name_two", "c"]
+    fig = plots.confusion_matrix_figure(np.eye(3, dtype=int) * 4, names)
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+        assert [t.get_text() for t in ax.get_yticklabels()] == names
+    short = plots.figure_array(plots.confusion_matrix_figure(np.eye(3) * 4, ["a", "b", "c"]), 80)
+    long = plots.figure_array(plots.confusion_matrix_figure(np.eye(3) * 4, names), 80)
+    assert long.shape[0] > short.shape[0] and long.dtype == np.uint8  # room for the names
 
-    def corner(i, j):  # a pixel of cell (i, j) away from its text
-        return img[top + i * 30 + 2, label_w + j * 30 + 27].astype(int)
 
-    # Darker for a larger share of its row: 0.9 > 0.5 = 0.5 > 0.1.
-    assert corner(0, 0).sum() < corner(1, 0).sum() < corner(0, 1).sum()
-    np.testing.assert_array_equal(corner(1, 0), corner(1, 1))
+def test_labelled_tiles_are_exactly_tile_px_under_their_title():
+    from tfcam.viz.gallery import labelled_tiles
+
+    colours = [(10 + 40 * i, 200 - 40 * i, 77) for i in range(5)]  # no text pixel has these
+    tiles = [np.broadcast_to(np.array(c, np.uint8), (32, 48, 3)) for c in colours]
+    img = labelled_tiles(
+        tiles,
+        ["true: a\npred: b 0.90"] * 5,
+        colours=["crimson"] + ["black"] * 4,
+        cols=4,
+        tile_px=200,
+        pad=8,
+    )
+    assert img.dtype == np.uint8 and img.shape[1] == 4 * 200 + 5 * 8
+
+    # First tile: its grey fills 200 columns (the 48-px side scaled to 200), 133 rows.
+    def where(c):
+        return np.all(img == np.array(c, np.uint8), axis=2)
+
+    rows, cols = np.nonzero(where(colours[0]))
+    assert cols.max() - cols.min() + 1 == 200 and rows.max() - rows.min() + 1 == round(
+        32 * 200 / 48
+    )
+    # Its title sits above it and is red; the second title is dark.
+    title = img[8 : rows.min(), 8:208].astype(int)
+    red = (title[..., 0] > 150) & (title[..., 1] < 100)
+    assert red.sum() > 20
+    second = img[8 : rows.min(), 216:416].astype(int)
+    assert (second.sum(axis=2) < 200).sum() > 20 and not (
+        (second[..., 0] > 150) & (second[..., 1] < 100)
+    ).any()
+    # Five tiles in rows of four: a second row below the first.
+    assert where(colours[4]).any(axis=1).nonzero()[0].min() > rows.max()
+
+
+def test_gallery_grid_writes_file_names_under_the_tiles():
+    from tfcam.viz.gallery import image_grid
+
+    names = ["val_circle_00001.png", "a" * 80 + ".jpg"]
+    fig = image_grid([np.zeros((8, 8, 3))] * 2, ["t1", "t2"], captions=names, cell=2.0)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts[0] == names[0]
+    assert texts[1].startswith("aaa") and texts[1].endswith("a.jpg") and "…" in texts[1]
+    for t in (t for ax in fig.axes for t in ax.texts):
+        assert t.get_position()[1] < 0  # under the image, not over it
 
 
 DOLLAR_NAMES = [r"a$\x$b", "cost $5 and $6", r"$\frac{1}{0}$"]

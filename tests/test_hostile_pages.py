@@ -182,7 +182,7 @@ def test_compare_links_are_relative_paths_not_javascript(tiny_run, tmp_path):
     write_compare([str(r) for r in runs], tmp_path)  # the page sits beside the runs
     text = (tmp_path / "index.html").read_text(encoding="utf-8")
     links = [h for h in _attribute_values(text, "href") if not h.startswith("#")]
-    assert len(links) == 2
+    assert len(links) == 3  # the two runs' reports and the full-size learning curves
     for h in links:
         assert urlsplit(h).scheme == "", h
         assert (tmp_path / unquote(h)).is_file(), h

@@ -263,8 +263,11 @@ def write_bytes(path, data: bytes) -> None:
 
 
 def echo_table(csv_path) -> None:
-    """A comparison table (``compare.csv``) printed as aligned text."""
+    """A comparison table (``compare.csv``) printed as aligned text: metrics first, one column
+    per run (:func:`tfcam.report.compare.transposed`)."""
     import pandas as pd
 
+    from tfcam.report.compare import transposed
+
     table = pd.read_csv(csv_path, index_col="run")
-    click.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    click.echo(transposed(table).to_string())

@@ -26,6 +26,7 @@ from tfcam.explain.engine import Explainer, spatial_layers
 from tfcam.explain.files import from_run
 from tfcam.io import atomic_path
 from tfcam.progress import task
+from tfcam.report.html import FIGURE_SCALE
 
 log = logging.getLogger("tfcam")
 
@@ -181,7 +182,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
 
     def save(fig, name: str) -> str:
         with atomic_path(fig_dir / name) as tmp:
-            Path(tmp).write_bytes(to_png(fig, dpi=80))
+            Path(tmp).write_bytes(to_png(fig, dpi=80 * FIGURE_SCALE))
         return f"figures/{name}"
 
     def load(paths: list[str]) -> np.ndarray:
@@ -221,12 +222,14 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
                 for r in rows.itertuples()
             ]
             colours = ["crimson" if kind == "misclassified" else "black"] * len(rows)
+            files = [Path(p).name for p in rows["path"]]
+            grid = dict(title_colours=colours, captions=files, cols=4, cell=2.3, fontsize=9)
             overlays = [show(overlay(x[i], e.heatmap[i])) for i in range(len(x))]
             if kind == "misclassified":
                 figures.append(
                     {
                         "file": save(
-                            image_grid([show(i) for i in x], titles, title_colours=colours),
+                            image_grid([show(i) for i in x], titles, **grid),
                             "misclassified.png",
                         ),
                         "caption": f"The {len(rows)} most confidently misclassified validation "
@@ -236,7 +239,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
             figures.append(
                 {
                     "file": save(
-                        image_grid(overlays, titles, title_colours=colours),
+                        image_grid(overlays, titles, **grid),
                         f"{kind}_gradcam.png",
                     ),
                     "caption": (
@@ -285,7 +288,13 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
                     if len(names) > MAX_CLASS_CAMS
                     else ""
                 ),
-                "figures": [{"file": save(fig, "class_cams.png"), "caption": ""}],
+                "figures": [
+                    {
+                        "file": save(fig, "class_cams.png"),
+                        "caption": f"{Path(pick.iloc[0]['path']).name}: Grad-CAM at {cam_layer} "
+                        "for each class, titled with its probability (★: the prediction).",
+                    }
+                ],
             }
         )
 
@@ -314,7 +323,13 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
                 "id": "layers",
                 "title": "Grad-CAM at every stage",
                 "text": "Early stages respond to edges and texture, late ones to the object.",
-                "figures": [{"file": save(fig, "layer_cams.png"), "caption": ""}],
+                "figures": [
+                    {
+                        "file": save(fig, "layer_cams.png"),
+                        "caption": f"Grad-CAM of the predicted class at the last layer of each "
+                        f"stage, for {len(x)} validation images (rows: their true class).",
+                    }
+                ],
             }
         )
 
@@ -358,7 +373,15 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
                 f"{names[int(cam.targets[i])]}",
                 tile_inches=2.2,
             )
-            figs.append({"file": save(fig, f"guided_{i}.png"), "caption": ""})
+            figs.append(
+                {
+                    "file": save(fig, f"guided_{i}.png"),
+                    "caption": f"{Path(sample.iloc[i]['path']).name}: guided backpropagation "
+                    "(Springenberg et al. 2015), Guided Grad-CAM and Grad-CAM at "
+                    f"{cam_layer} (Selvaraju et al. 2017) for the class "
+                    f"{names[int(cam.targets[i])]}.",
+                }
+            )
         sections.append({"id": "features", "title": "Feature maps and gradients", "figures": figs})
 
         # Receptive field ----------------------------------------------------------------------
@@ -399,7 +422,13 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
                     "title": "Receptive field",
                     "text": f"The six most active units of {rf_layer} and the input patches they see "
                     f"(size {field.size[0]}, stride {field.stride[0]}, padding {field.padding[0]}).",
-                    "figures": [{"file": save(grid, "receptive_field.png"), "caption": ""}],
+                    "figures": [
+                        {
+                            "file": save(grid, "receptive_field.png"),
+                            "caption": f"Left: boxes of the six strongest units of {rf_layer} "
+                            f"on {Path(sample.iloc[0]['path']).name}; then the patch each sees.",
+                        }
+                    ],
                 }
             )
     manifest = {"sections": sections, "cam_layer": cam_layer}

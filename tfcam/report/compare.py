@@ -1,8 +1,11 @@
-"""``tfcam compare``: runs side by side, one row per run, only what differs between them.
+"""``tfcam compare``: runs side by side, only what differs between them.
 
 The table holds the config fields whose values differ between the runs (dotted names, as
 ``--set`` takes them), then validation and test accuracy and loss, the best epoch and the wall
-time, sorted by the chosen metric. Runs trained on different class sets are flagged: their
+time, sorted by the chosen metric. ``compare.csv`` and ``compare.json`` hold one row per run (for
+machines); the page and the terminal show it transposed (:func:`transposed`): the metrics first,
+then the config fields, one column per run, so what matters is read first whatever the number of
+differing fields. Runs trained on different class sets are flagged: their
 accuracies measure different tasks, so the table gets a ``classes`` column and a warning, and
 rows are grouped by class set before sorting.
 """
@@ -159,7 +162,7 @@ def write_compare(
 ) -> dict:
     """Writes ``compare.csv``, ``compare.json``, ``learning_curves.png`` and ``index.html``
     (linking each run's own report) into ``out_dir``; returns what was written."""
-    from tfcam.report.html import _figure, page
+    from tfcam.report.html import FIGURE_SCALE, _figure, page
     from tfcam.viz.plots import overlaid_learning_curves, to_png
 
     table, warnings = compare_table(paths, sort)
@@ -175,24 +178,35 @@ def write_compare(
             histories[name] = read_history(h)
     curves = out / "learning_curves.png"
     with atomic_path(curves) as tmp:
-        Path(tmp).write_bytes(to_png(overlaid_learning_curves(histories), dpi=90))
+        Path(tmp).write_bytes(to_png(overlaid_learning_curves(histories), dpi=90 * FIGURE_SCALE))
 
-    shown = table.copy()
+    shown = transposed(table)
     links = []
-    for name in shown.index:
+    for name in shown.columns:
         report = names[name] / "report" / "index.html"
         rel = os.path.relpath(report, out)
         links.append(link(rel, name) if report.is_file() else esc(name))
     # to_html(escape=False) below, so every cell and label is escaped here (the links above are).
-    shown.index = links
-    shown = shown.map(lambda v: esc(v) if isinstance(v, str) else v)
-    shown.columns = [esc(c) for c in shown.columns]
-    shown.index.name = esc(table.index.name)
+    shown.columns = links
+    shown = shown.map(esc)
+    shown.index = [esc(c) for c in shown.index]
     parts = [f'<p class="muted">{esc(w)}</p>' for w in warnings]
-    parts.append(shown.to_html(escape=False, float_format="%.4f", na_rep=""))
+    parts.append(shown.to_html(escape=False, na_rep=""))
     sections = [
         ("table", "Runs", parts),
-        ("curves", "Learning curves", [_figure("learning_curves.png", "learning curves")]),
+        (
+            "curves",
+            "Learning curves",
+            [
+                _figure(
+                    "learning_curves.png",
+                    "learning curves",
+                    "Validation accuracy (left) and loss (right, training dashed) per epoch, "
+                    "one colour per run.",
+                    base=out,
+                )
+            ],
+        ),
     ]
     subtitle = f"{len(table)} runs, sorted by {sort}"
     index = write_text(out / "index.html", page("tfcam compare", subtitle, sections))
@@ -207,6 +221,29 @@ def write_compare(
     }
     write_json(out / "compare.json", result)
     return result
+
+
+def _cell(value) -> str:
+    """A table value as text: floats to 4 significant digits, whole numbers plain, none empty."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
+    return str(value)
+
+
+def transposed(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as people read it: one row per metric (val/test accuracy and loss, best
+    epoch, seconds, status), then the class-set label and the differing config fields; one
+    column per run, in the table's order (best first). Values are text."""
+    metrics = [c for c in (*METRICS, "status") if c in table.columns]
+    rest = [c for c in table.columns if c not in metrics]
+    out = table[metrics + rest].T.map(_cell)
+    out.columns = pd.Index(list(table.index), name="run")
+    out.index.name = None
+    return out
 
 
 def _plain(row: pd.Series) -> dict:

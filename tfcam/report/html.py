@@ -26,26 +26,156 @@ log = logging.getLogger("tfcam")
 T = TypeVar("T")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;line-height:1.45}
+:root{--fg:#222;--bg:#fff;--muted:#6b7785;--panel:#f4f6f8;--line:#dde3e9;--link:#1f5fa8;--head:#1f2d3d;
+--headfg:#fff;--headmuted:#c9d3dd;--pre:#f7f7f7;--figline:#eef1f4;--cap:#555;--warn:#b3261e}
+@media (prefers-color-scheme:dark){:root{--fg:#e3e6ea;--bg:#15191e;--muted:#9aa5b1;--panel:#1f252c;
+--line:#343c45;--link:#7ab3f5;--head:#0d1117;--headfg:#f0f3f6;--headmuted:#9aa5b1;--pre:#1f252c;
+--figline:#343c45;--cap:#b5bdc6;--warn:#f28b82}figure img{background:#fff}}
+html{color-scheme:light dark}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:var(--fg);
+background:var(--bg);line-height:1.45}
 main{max-width:1150px;margin:0 auto;padding:1rem 1.5rem 3rem}
-header{background:#1f2d3d;color:#fff;padding:1.2rem 1.5rem}header h1{margin:0;font-size:1.5rem}
-header p{margin:.3rem 0 0;color:#c9d3dd;font-size:.9rem}
-nav{background:#f4f6f8;border-bottom:1px solid #dde3e9;padding:.5rem 1.5rem;font-size:.9rem;position:sticky;top:0}
-nav a{margin-right:1rem;color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
-h2{border-bottom:1px solid #dde3e9;padding-bottom:.25rem;margin-top:2.2rem}
-table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}td,th{border:1px solid #dde3e9;padding:.25rem .6rem;
-text-align:right}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}
-pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.82rem}.muted{color:#6b7785}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eef1f4}figcaption{color:#555;font-size:.88rem}
-.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}.card{background:#f4f6f8;border-radius:6px;
-padding:.6rem 1rem;min-width:9rem}.card b{display:block;font-size:1.4rem}.card span{color:#6b7785;font-size:.8rem}
+header{background:var(--head);color:var(--headfg);padding:1.2rem 1.5rem}header h1{margin:0;font-size:1.5rem}
+header p{margin:.3rem 0 0;color:var(--headmuted);font-size:.9rem}
+header h1,header p,main p,main li,code,figcaption{overflow-wrap:anywhere}
+nav{background:var(--panel);border-bottom:1px solid var(--line);padding:.5rem 1.5rem;font-size:.9rem;
+position:sticky;top:0;z-index:1;display:flex;flex-wrap:wrap;gap:.2rem 1rem}
+nav a{color:var(--link);text-decoration:none}nav a:hover{text-decoration:underline}
+a{color:var(--link)}
+@media (max-width:700px){nav{flex-wrap:nowrap;overflow-x:auto;white-space:nowrap;padding:.5rem 1rem}
+main{padding:1rem 1rem 3rem}}
+section{scroll-margin-top:4.5rem}h2,h3{scroll-margin-top:4.5rem}
+h2{border-bottom:1px solid var(--line);padding-bottom:.25rem;margin-top:2.2rem}
+.scroll{overflow-x:auto;max-width:100%;margin:.5rem 0}
+table{border-collapse:collapse;font-size:.88rem;margin:0}td,th{border:1px solid var(--line);
+padding:.25rem .6rem;text-align:right}th{background:var(--panel)}td:first-child,th:first-child{text-align:left}
+tr.avg th,tr.avg td{font-style:italic}
+pre{background:var(--pre);padding:.8rem;overflow:auto;font-size:.82rem}.muted{color:var(--muted)}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid var(--figline)}
+figure a{display:inline-block;max-width:100%}figcaption{color:var(--cap);font-size:.88rem}
+.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}.card{background:var(--panel);border-radius:6px;
+padding:.6rem 1rem;min-width:9rem;max-width:100%;box-sizing:border-box}.card b{display:block;font-size:1.4rem}
+.card span{color:var(--muted);font-size:.8rem}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;font-size:.9rem}
+dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
 """
 
+#: Figures are drawn at twice the pixels they are shown at, for high-DPI screens.
+FIGURE_SCALE = 2
 
-def _figure(src: str, alt: str, caption: str = "") -> str:
-    """An image beside the page (``src`` a relative path) with its alt text and caption."""
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt)}" src="{href(src)}">{cap}</figure>'
+
+def png_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG file from its header, or ``None`` if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _figure(src: str, alt: str, caption: str = "", *, base: str | os.PathLike | None = None) -> str:
+    """An image beside the page (``src`` a path relative to the page's folder ``base``) with its
+    alt text and caption (the alt text when there is no caption), linked to the full-size file.
+
+    A PNG found at ``base/src`` is shown at half its pixel size (figures are drawn at
+    :data:`FIGURE_SCALE`×), so it stays sharp on high-DPI screens; the link opens it full size.
+    """
+    size = png_size(Path(base) / src) if base is not None else None
+    dims = ""
+    if size:
+        w, h = (max(1, round(v / FIGURE_SCALE)) for v in size)
+        dims = f' width="{w}" height="{h}"'
+    cap = f"<figcaption>{esc(caption or alt)}</figcaption>"
+    url = href(src)
+    return (
+        f'<figure><a href="{url}" title="Open full size">'
+        f'<img alt="{esc(alt)}" src="{url}"{dims}></a>{cap}</figure>'
+    )
+
+
+def _averages(per_class: pd.DataFrame) -> pd.DataFrame:
+    """The macro (mean over classes with examples) and weighted (by support) averages of a
+    per-class table (``precision``, ``recall``, ``f1``, ``support``), as two rows, like
+    scikit-learn's ``classification_report``."""
+    cols = [c for c in ("precision", "recall", "f1") if c in per_class]
+    support = per_class["support"].astype(float) if "support" in per_class else None
+    present = per_class[support > 0] if support is not None else per_class
+    macro = {c: present[c].astype(float).mean() for c in cols}
+    weighted = {}
+    if support is not None and support.sum() > 0:
+        weighted = {
+            c: float((per_class[c].astype(float) * support).sum() / support.sum()) for c in cols
+        }
+    rows = {"macro avg": macro}
+    if weighted:
+        rows["weighted avg"] = weighted
+    out = pd.DataFrame(rows).T
+    if support is not None:
+        out["support"] = int(support.sum())
+    return out
+
+
+def top_confusions(confusion, class_names: list[str], n: int = 10) -> list[dict]:
+    """The ``n`` most frequent mistakes: ``{"true", "predicted", "count", "share"}``, where
+    ``share`` is the part of the true class's images that went to that prediction; ties are
+    broken by share, then by class order."""
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1)
+    pairs = [
+        (int(cm[i, j]), cm[i, j] / rows[i], i, j)
+        for i in range(len(cm))
+        for j in range(len(cm))
+        if i != j and cm[i, j] > 0
+    ]
+    pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
+    return [
+        {"true": class_names[i], "predicted": class_names[j], "count": c, "share": round(s, 4)}
+        for c, s, i, j in pairs[:n]
+    ]
+
+
+def _provenance_html(prov: dict) -> list[str]:
+    """The provenance record (:mod:`tfcam.train.provenance`) as a definition list."""
+
+    def row(k: str, v: object, code: bool = False) -> str:
+        value = f"<code>{esc(v)}</code>" if code else esc(v)
+        return f"<dt>{esc(k)}</dt><dd>{value}</dd>"
+
+    versions = prov.get("versions") or {}
+    items = [row("Command", prov.get("command", ""), code=True)]
+    if prov.get("cwd"):
+        items.append(row("Working directory", prov["cwd"], code=True))
+    if versions:
+        items.append(row("Versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    for key, label in (("device", "Device"), ("host", "Host"), ("platform", "Platform")):
+        if prov.get(key):
+            items.append(row(label, prov[key]))
+    items.append(row("Started", prov.get("started") or "?"))
+    items.append(
+        row("Ended", (prov.get("ended") or "not recorded") + f" ({prov.get('status', '?')})")
+    )
+    if prov.get("experiment_file"):
+        git = prov.get("experiment_git")
+        what = prov["experiment_file"]
+        if git:
+            what += f" at git commit {git['commit']}" + (
+                " (with uncommitted changes)" if git.get("dirty") else ""
+            )
+        items.append(row("Experiment file", what))
+    for i, r in enumerate(prov.get("resumes") or [], start=1):
+        items.append(
+            row(
+                f"Resumed ({i})",
+                f"{r.get('command', '')}; {r.get('started', '?')} to "
+                f"{r.get('ended') or 'not recorded'} ({r.get('status', '?')})",
+            )
+        )
+    return ['<dl class="kv">' + "".join(items) + "</dl>"]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -86,7 +216,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     def save(fig, file: str) -> str:
         with atomic_path(fig_dir / file) as tmp:
-            Path(tmp).write_bytes(to_png(fig, dpi=90))
+            Path(tmp).write_bytes(to_png(fig, dpi=90 * FIGURE_SCALE))
         return f"figures/{file}"
 
     class_names = readable(run.class_names, []) if run.class_names_path.is_file() else []
@@ -134,18 +264,41 @@ def write_report(run_dir: str | Path) -> Path:
                 table = pd.DataFrame(m["per_class"]).T
                 if "support" in table:
                     table["support"] = table["support"].astype(int)
-                parts += [
-                    f"<h3>Per class ({esc(split)})</h3>",
-                    table.to_html(float_format="%.3f"),
-                ]
+                averages = _averages(table) if len(table) else None
+                html_table = table.to_html(float_format="%.3f")
+                if averages is not None:  # the averages close the table, marked as such
+                    avg = averages.reindex(columns=table.columns).to_html(
+                        float_format="%.3f", header=False, na_rep=""
+                    )
+                    body = avg.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+                    body = body.replace("<tr>", '<tr class="avg">')
+                    html_table = html_table.replace("</tbody>", body + "</tbody>", 1)
+                parts += [f"<h3>Per class ({esc(split)})</h3>", html_table]
             if m.get("confusion") and class_names:
+                mistakes = top_confusions(m["confusion"], class_names)
+                if mistakes:
+                    top = pd.DataFrame(mistakes)
+                    top["share"] = top["share"].map(lambda v: f"{v:.0%}")
+                    top.columns = ["true class", "predicted as", "images", "share of true class"]
+                    parts += [
+                        f"<h3>Top confusions ({esc(split)})</h3>",
+                        top.to_html(index=False),
+                    ]
                 src = save(
                     confusion_matrix_figure(
                         m["confusion"], class_names, title=f"Confusion matrix, {split}"
                     ),
                     f"confusion_{split}.png",
                 )
-                parts.append(_figure(src, f"confusion matrix {split}"))
+                parts.append(
+                    _figure(
+                        src,
+                        f"confusion matrix {split}",
+                        f"Confusion matrix on the {split} split: counts (left) and the share of "
+                        "each true class (right, rows sum to 1).",
+                        base=report_dir,
+                    )
+                )
         sections.append(("metrics", "Metrics", parts))
 
     # Training -------------------------------------------------------------------------------------
@@ -155,16 +308,26 @@ def write_report(run_dir: str | Path) -> Path:
             _figure(
                 save(learning_curves(history), "learning_curves.png"),
                 "learning curves",
-                "Per epoch; the dotted line marks where fine-tuning of the backbone starts."
+                "Loss and accuracy per epoch, training and validation; the dotted line marks "
+                "where fine-tuning of the backbone starts."
                 if "phase" in history and (history["phase"] == 2).any()
-                else "Per epoch.",
+                else "Loss and accuracy per epoch, training and validation.",
+                base=report_dir,
             )
         )
     batch_path = run.path / "batch_history.csv"
     if batch_path.is_file():
         batches = readable(lambda: read_table(batch_path), pd.DataFrame())
         if len(batches):
-            parts.append(_figure(save(batch_loss_curve(batches), "batch_loss.png"), "batch loss"))
+            parts.append(
+                _figure(
+                    save(batch_loss_curve(batches), "batch_loss.png"),
+                    "batch loss",
+                    "Training loss of each batch (its own loss, not the epoch's running mean), "
+                    "with a moving average; grey lines mark the start of each epoch.",
+                    base=report_dir,
+                )
+            )
     lr_path = run.path / "lr_finder.csv"
     if lr_path.is_file():
         lr = readable(lambda: read_table(lr_path), pd.DataFrame())
@@ -174,7 +337,11 @@ def write_report(run_dir: str | Path) -> Path:
             suggestion = info.get("suggestion") if isinstance(info, dict) else None
             parts.append(
                 _figure(
-                    save(lr_finder_curve(lr, suggestion), "lr_finder.png"), "learning-rate finder"
+                    save(lr_finder_curve(lr, suggestion), "lr_finder.png"),
+                    "learning-rate finder",
+                    "Loss against learning rate during the range test (tfcam lr-find)"
+                    + (f"; suggested {suggestion:.2g}." if suggestion else "."),
+                    base=report_dir,
                 )
             )
     if len(history):
@@ -196,7 +363,12 @@ def write_report(run_dir: str | Path) -> Path:
             if class_names:
                 counts = counts.reindex([c for c in class_names if c in counts.index])
             parts.append(
-                _figure(save(class_distribution(counts), "class_distribution.png"), "classes")
+                _figure(
+                    save(class_distribution(counts), "class_distribution.png"),
+                    "classes",
+                    "Images per class and split, after unreadable files were skipped.",
+                    base=report_dir,
+                )
             )
             parts.append(counts.to_html())
         for key, title in (
@@ -219,7 +391,9 @@ def write_report(run_dir: str | Path) -> Path:
             parts = [f"<p>{esc(sec['text'])}</p>"] if sec.get("text") else []
             for fig in sec.get("figures", []):
                 if fig.get("file") and (report_dir / fig["file"]).is_file():
-                    parts.append(_figure(fig["file"], sec["title"], fig.get("caption", "")))
+                    parts.append(
+                        _figure(fig["file"], sec["title"], fig.get("caption", ""), base=report_dir)
+                    )
                 elif fig.get("caption"):
                     parts.append(f"<p>{esc(fig['caption'])}</p>")
             sections.append((sec["id"], sec["title"], parts))
@@ -241,12 +415,24 @@ def write_report(run_dir: str | Path) -> Path:
         ]
         if (res.get("sanity") or {}).get("note"):
             parts.append(f"<p>{esc(res['sanity']['note'])}</p>")
+        captions = {
+            "curves": "Mean deletion and insertion curves per method: the probability of the "
+            "target class as the most salient pixels are removed (left) or revealed (right).",
+            "sanity": "Cascading randomisation (Adebayo et al. 2018): maps that stay similar "
+            "as the model's top layers are randomised do not depend on what it learned.",
+        }
         for key, title in (("curves", "deletion and insertion"), ("sanity", "sanity check")):
             src = res.get("files", {}).get(key)
             if src and Path(src).is_file():
                 rel = os.path.relpath(src, report_dir)
-                parts.append(_figure(rel, title))
+                parts.append(_figure(rel, title, captions[key], base=report_dir))
         sections.append(("heatmap-metrics", "Heatmap metrics", parts))
+
+    # Provenance -------------------------------------------------------------------------------------
+    prov_path = run.path / "provenance.json"
+    prov = readable(lambda: read_json(prov_path), None) if prov_path.is_file() else None
+    if isinstance(prov, dict):
+        sections.append(("provenance", "How this run was made", _provenance_html(prov)))
 
     # Config, logs ------------------------------------------------------------------------------------
     parts = [f"<pre>{esc(cfg_text)}</pre>"]
@@ -279,7 +465,7 @@ def page(
     HTML parts), then the sections."""
     nav = "".join(f'<a href="{anchor(sid)}">{esc(t)}</a>' for sid, t, _ in sections)
     body = "".join(
-        f'<section id="{esc(sid)}"><h2>{esc(t)}</h2>{"".join(parts)}</section>'
+        f'<section id="{esc(sid)}"><h2>{esc(t)}</h2>{"".join(map(_boxed, parts))}</section>'
         for sid, t, parts in sections
     )
     return (
@@ -290,3 +476,8 @@ def page(
         f"<p>{esc(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{summary}{body}</main></body></html>\n"
     )
+
+
+def _boxed(part: str) -> str:
+    """A table in a box of its own that scrolls sideways, so a wide table never widens the page."""
+    return f'<div class="scroll">{part}</div>' if part.lstrip().startswith("<table") else part

@@ -1,4 +1,5 @@
-"""Training callbacks: history with phases, atomic backups for ``--resume``, best checkpoint, NaN stop."""
+"""Training callbacks: history with phases, loss per batch, atomic backups for ``--resume``, best
+checkpoint, NaN stop (the TensorBoard panels are in :mod:`tfcam.train.panels`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pandas as pd
 
 from tfcam.errors import UserError, damaged
 from tfcam.io import atomic_path, read_json, write_json
-from tfcam.report.safe import markdown_code
 from tfcam.runs import HISTORY_COLUMNS, read_history, read_table
 
 
@@ -199,7 +199,14 @@ def step_or_cosine_schedule(
 
 
 class BatchHistoryCSV(keras.callbacks.Callback):
-    """Training loss per batch (Keras's running mean within the epoch) → ``batch_history.csv``.
+    """Training loss of each batch → ``batch_history.csv`` (columns ``step``, ``epoch``, ``loss``).
+
+    Keras reports in ``logs["loss"]`` the running mean of the epoch so far, weighted by batch
+    size, which draws a smooth curve with a sawtooth at every epoch boundary. Each batch's own
+    loss is recovered from the model's loss tracker (a ``Mean`` metric, ``total`` and ``count``):
+    ``loss_k = (total_k - total_{k-1}) / (count_k - count_{k-1})``. Without a tracker, the same
+    difference is taken of the running means, weighting each batch equally:
+    ``loss_k = k·mean_k - (k-1)·mean_{k-1}``.
 
     Rows are kept in memory and the file is rewritten atomically at each epoch's end, so a killed
     run keeps every finished epoch. A resumed run appends to what is there.
@@ -212,15 +219,38 @@ class BatchHistoryCSV(keras.callbacks.Callback):
         if self.path.is_file():
             self.rows = read_table(self.path).to_dict("records")
         self.epoch = 0
+        self._previous = (0.0, 0.0)  # (total, count) of the epoch so far
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.rows = [r for r in self.rows if r["epoch"] < epoch]  # a re-run epoch replaces itself
+        self._previous = (0.0, 0.0)
+
+    def _sums(self, batch: int, mean: float) -> tuple[float, float]:
+        """``(total, count)`` of the loss so far this epoch."""
+        tracker = getattr(self.model, "_loss_tracker", None)
+        try:
+            total = float(keras.ops.convert_to_numpy(tracker.total))
+            count = float(keras.ops.convert_to_numpy(tracker.count))
+        except (AttributeError, TypeError, ValueError):
+            return mean * (batch + 1), float(batch + 1)
+        if count > 0 and math.isclose(total / count, mean, rel_tol=1e-4, abs_tol=1e-6):
+            return total, count
+        return mean * (batch + 1), float(batch + 1)  # the tracker is not what logs report
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs:
-            step = (self.rows[-1]["step"] + 1) if self.rows else 0
-            self.rows.append({"step": step, "epoch": self.epoch, "loss": float(logs["loss"])})
+        if not logs or "loss" not in logs:
+            return
+        mean = float(logs["loss"])
+        total, count = self._sums(batch, mean)
+        before_total, before_count = self._previous
+        if batch == 0 or count <= before_count:
+            own = mean
+        else:
+            own = (total - before_total) / (count - before_count)
+        self._previous = (total, count)
+        step = (self.rows[-1]["step"] + 1) if self.rows else 0
+        self.rows.append({"step": step, "epoch": self.epoch, "loss": own})
 
     def on_epoch_end(self, epoch, logs=None):
         import pandas as pd
@@ -231,154 +261,3 @@ class BatchHistoryCSV(keras.callbacks.Callback):
             self.path,
             pd.DataFrame(self.rows, columns=["step", "epoch", "loss"]).to_csv(index=False),
         )
-
-
-class TensorBoardPanels(keras.callbacks.Callback):
-    """Per-epoch image panels and run information for TensorBoard.
-
-    Writes into ``log_dir/panels``: at the start the resolved config as text; after each epoch a
-    Grad-CAM panel for a fixed set of validation images (compiled once, reused every epoch) and
-    the confusion matrix on a fixed sample of validation images. HParams go to ``log_dir`` itself,
-    beside the ``train``/``validation`` runs of Keras's TensorBoard callback.
-
-    Args:
-        log_dir: The run's ``tensorboard/`` folder.
-        images: Fixed validation images ``[K, H, W, 3]`` for the CAM panel (K small).
-        sample: Validation images ``[M, H, W, 3]`` (or a function that loads them when first
-            needed) and ``labels`` ``[M]`` for the confusion matrix.
-        class_names: Label order.
-        config_text: The resolved config (YAML).
-        hparams: Flat ``{name: value}`` for the HParams plugin.
-    """
-
-    def __init__(
-        self,
-        log_dir: str | Path,
-        *,
-        images,
-        sample,
-        labels,
-        class_names: list[str],
-        config_text: str,
-        hparams: dict,
-        cams: bool = True,
-        enabled: bool = True,
-    ):
-        super().__init__()
-        #: False on workers other than the chief of a multi-worker run: nothing is written.
-        self.enabled = enabled
-        self.log_dir = Path(log_dir)
-        self.images = images
-        self.sample = sample
-        self.labels = labels
-        self.class_names = class_names
-        self.config_text = config_text
-        self.hparams = hparams
-        self.cams = cams
-        self._explainer = None
-        self._writer = None
-        self._forward = None
-        #: The model to draw, when the one being trained is only part of it (the cached head).
-        self.target = None
-        #: ``(features, labels)`` of the validation set when the head trains on cached features:
-        #: the confusion matrix then comes from the head alone, without a pass of the backbone.
-        self.cached = None
-
-    def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
-        if not self.enabled:
-            return
-        self._writer = tf.summary.create_file_writer(str(self.log_dir / "panels"))
-        with self._writer.as_default():
-            tf.summary.text("config", markdown_code(self.config_text), step=0)
-        self._writer.flush()
-        try:
-            from tensorboard.plugins.hparams import api as hp
-
-            with tf.summary.create_file_writer(str(self.log_dir)).as_default():
-                hp.hparams(self.hparams, trial_id=self.log_dir.parent.name)
-        except ImportError:  # tensorboard comes with tensorflow; be quiet if it does not
-            pass
-
-    def _panel(self, epoch: int):
-        import numpy as np
-
-        from tfcam.explain.api import explain
-        from tfcam.explain.engine import Explainer
-        from tfcam.viz.overlay import overlay
-
-        if self._explainer is None:
-            self._explainer = Explainer(
-                self.target or self.model,
-                class_names=self.class_names,
-                input_size=tuple(self.images.shape[1:3]),
-            )
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            e = explain(self._explainer, self.images, "gradcam")
-        tiles = [overlay(self.images[i], e.heatmap[i]) for i in range(len(self.images))]
-        top = np.concatenate(
-            [np.clip(self.images, 0, 255).astype("uint8")[i] for i in range(len(tiles))], axis=1
-        )
-        return np.concatenate([top, np.concatenate(tiles, axis=1)], axis=0)
-
-    def _confusion(self):
-        import numpy as np
-        import tensorflow as tf
-
-        if self.cached is not None:
-            features, labels = self.cached
-            probs = np.asarray(self.model(features, training=False))
-            return self._confusion_image(
-                probs,
-                np.asarray(labels).argmax(axis=1)
-                if np.ndim(labels) == 2 and np.shape(labels)[1] > 1
-                else np.asarray(labels).reshape(-1).astype(int),
-            )
-        if self._forward is None:
-            model = self.target or self.model
-
-            @tf.function(reduce_retracing=True)
-            def forward(x):
-                return model(x, training=False)
-
-            self._forward = forward
-        sample = self.sample() if callable(self.sample) else self.sample
-        self.sample = sample  # loaded on first use (a cached-feature run never needs it)
-        probs = np.concatenate(
-            [
-                np.asarray(self._forward(tf.constant(sample[i : i + 64], tf.float32)))
-                for i in range(0, len(sample), 64)
-            ]
-        )
-        return self._confusion_image(probs, np.asarray(self.labels))
-
-    def _confusion_image(self, probs, labels):
-        import numpy as np
-
-        from tfcam.viz.plots import confusion_matrix_image
-
-        pred = (probs[:, 0] > 0.5).astype(int) if probs.shape[-1] == 1 else probs.argmax(axis=1)
-        n = len(self.class_names)
-        cm = np.zeros((n, n), int)
-        np.add.at(cm, (labels, pred), 1)
-        return confusion_matrix_image(cm, self.class_names)
-
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
-        if not self.enabled:
-            return
-        with self._writer.as_default():
-            if self.cams and len(self.images):
-                tf.summary.image("gradcam", self._panel(epoch)[None], step=epoch)
-            if len(self.labels):
-                tf.summary.image("confusion_matrix", self._confusion()[None], step=epoch)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.flush()

@@ -35,6 +35,8 @@ from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
 from tfcam.train.checks import check_config_layers, check_diverged
 from tfcam.train.evaluate import evaluate_model_on_split
+from tfcam.train.panels import tensorboard_panels
+from tfcam.train.provenance import recorded
 from tfcam.train.resume import prepare_resume
 
 log = logging.getLogger("tfcam")
@@ -108,7 +110,7 @@ def fit(
         state = {}
     discard = False
     try:
-        with lock:
+        with lock, recorded(run.path):  # provenance.json: command, versions, device, times
             try:
                 return _fit_locked(
                     cfg, run, state, t0, verbose=verbose, report=report, strategy=strategy
@@ -193,64 +195,6 @@ def _fit_head_on_cached_features(
     finally:
         best.target = panels.target = panels.cached = None
     fc.copy_head_weights(head, model)
-
-
-def _tensorboard_panels(
-    cfg: ExperimentConfig, run: Run, splits: Splits, *, enabled: bool = True
-) -> cb.TensorBoardPanels:
-    """The TensorBoard panels callback with its fixed validation images, loaded once; with
-    ``enabled`` false (workers other than the chief) it writes only the scalars' companions:
-    no Grad-CAM panel, no confusion matrix."""
-    from tfcam.config import to_yaml
-    from tfcam.data.pipeline import read_images
-
-    files, labels = splits.files.get("val", []), splits.labels.get("val", [])
-    k = cfg.train.tensorboard_cams
-    # CAM panel: one image per class in turn, so every class shows up.
-    by_class: dict[int, list[str]] = {}
-    for f, y in zip(files, labels, strict=True):
-        by_class.setdefault(y, []).append(f)
-    chosen: list[str] = []
-    while len(chosen) < min(k, len(files)):
-        for y in sorted(by_class):
-            if by_class[y] and len(chosen) < k:
-                chosen.append(by_class[y].pop(0))
-    size, resize = cfg.data.image_size, cfg.data.resize
-    images = (
-        read_images(chosen, size, resize) if chosen else np.zeros((0, size, size, 3), "float32")
-    )
-    # Confusion matrix: an evenly spread, capped sample (the full set may be large).
-    idx = np.linspace(0, len(files) - 1, min(256, len(files))).round().astype(int) if files else []
-
-    def sample() -> np.ndarray:
-        if not len(idx):
-            return np.zeros((0, size, size, 3), "uint8")
-        return read_images([files[i] for i in idx], size, resize).astype("uint8")
-
-    t, d, m = cfg.train, cfg.data, cfg.model
-    hparams = {
-        "backbone": m.backbone,
-        "image_size": d.image_size,
-        "batch_size": d.batch_size,
-        "optimizer": t.optimizer,
-        "learning_rate": t.learning_rate,
-        "schedule": t.schedule,
-        "epochs": t.epochs,
-        "fine_tune_epochs": t.fine_tune.epochs,
-        "label_smoothing": t.label_smoothing,
-        "freeze_backbone": t.freeze_backbone,
-    }
-    return cb.TensorBoardPanels(
-        run.tensorboard,
-        images=images,
-        sample=sample,
-        labels=[labels[i] for i in idx],
-        class_names=list(splits.class_names),
-        config_text=to_yaml(cfg),
-        hparams=hparams,
-        cams=k > 0,
-        enabled=enabled,
-    )
 
 
 def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
@@ -443,7 +387,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
 
         verbose = 1 if sys.stdout.isatty() else 2
 
-    panels = _tensorboard_panels(cfg, run, splits, enabled=placement.is_chief)
+    panels = tensorboard_panels(cfg, run, splits, enabled=placement.is_chief)
 
     def callbacks(phase: int, base_lr: float, first_epoch: int, n_epochs: int) -> list:
         sched = cb.step_or_cosine_schedule(

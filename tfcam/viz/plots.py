@@ -51,19 +51,27 @@ def learning_curves(history: pd.DataFrame) -> Figure:
 
 @plain_text
 def batch_loss_curve(batches: pd.DataFrame) -> Figure:
-    """Training loss per batch (Keras's running mean within each epoch), epochs marked.
+    """Training loss of each batch, with a moving average over about an epoch's batches drawn
+    over it, and the first batch of each epoch marked.
 
     Args:
-        batches: ``batch_history.csv``: columns ``step`` (global batch index), ``epoch``, ``loss``.
+        batches: ``batch_history.csv``: columns ``step`` (global batch index), ``epoch``, ``loss``
+            (each batch's own loss, see :class:`tfcam.train.callbacks.BatchHistoryCSV`).
     """
     fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
-    ax.plot(batches["step"], batches["loss"], lw=1)
+    ax.plot(batches["step"], batches["loss"], lw=0.8, alpha=0.45, label="batch")
+    per_epoch = batches.groupby("epoch")["step"].count()
+    window = int(max(3, min(50, per_epoch.median() if len(per_epoch) else 3)))
+    if len(batches) > window:
+        smooth = batches["loss"].rolling(window, min_periods=1, center=True).mean()
+        ax.plot(batches["step"], smooth, lw=1.6, label=f"moving average of {window} batches")
     for _, first in batches.groupby("epoch")["step"].min().items():
         ax.axvline(first, color="grey", lw=0.5, alpha=0.4)
     ax.set_title("Training loss per batch")
     ax.set_xlabel("batch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -112,7 +120,12 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(class_names)
     side = max(3.5, 0.55 * n + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
+    # Room for the full names (8-pt text is about 0.07 inch a character; x labels run at 45°),
+    # so long names widen the figure instead of squeezing the matrix.
+    label = min(4.0, 0.07 * max((len(str(c)) for c in class_names), default=0))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2 * (side + label) + 1, side + 0.7 * label), layout="constrained"
+    )
     for ax, data, sub, fmt in (
         (axes[0], cm, "counts", "{:.0f}"),
         (axes[1], norm, "row-normalised", "{:.2f}"),
@@ -136,47 +149,6 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
     return fig
-
-
-@plain_text
-def confusion_matrix_image(confusion, class_names, cell: int = 36):
-    """A quick raster confusion matrix for per-epoch TensorBoard panels (OpenCV, no matplotlib).
-
-    Cells are shaded by the row-normalised value (white 0 → dark blue 1) and show the count; the
-    true class labels the rows, the predicted class the columns (first letters of each name).
-
-    Returns:
-        uint8 RGB ``[H, W, 3]``.
-    """
-    import cv2
-    import numpy as np
-
-    cm = np.asarray(confusion, dtype=float)
-    n = len(class_names)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    label_w = 8 + 7 * min(12, max(len(c) for c in class_names))
-    top = 22
-    img = np.full((top + n * cell + 4, label_w + n * cell + 4, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    light, dark = np.array([247, 251, 255.0]), np.array([8, 48, 107.0])
-    for i in range(n):
-        cv2.putText(
-            img, class_names[i][:12], (4, top + i * cell + cell // 2 + 4), font, 0.35, (0, 0, 0), 1
-        )
-        cv2.putText(
-            img, class_names[i][:4], (label_w + i * cell + 3, top - 8), font, 0.35, (0, 0, 0), 1
-        )
-        for j in range(n):
-            colour = light + (dark - light) * norm[i, j]
-            y0, x0 = top + i * cell, label_w + j * cell
-            cv2.rectangle(
-                img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), tuple(int(c) for c in colour), -1
-            )
-            text = f"{int(cm[i, j])}"
-            ink = (255, 255, 255) if norm[i, j] > 0.5 else (0, 0, 0)
-            cv2.putText(img, text, (x0 + 4, y0 + cell // 2 + 4), font, 0.4, ink, 1)
-    return img
 
 
 @plain_text
@@ -280,6 +252,18 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def figure_array(fig: Figure, dpi: int = 100):
+    """The figure as a uint8 RGB array ``[H, W, 3]`` (and closes it), e.g. for
+    ``tf.summary.image``."""
+    import numpy as np
+
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return out
 
 
 @plain_text
