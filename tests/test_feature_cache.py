@@ -264,3 +264,14 @@ def test_head_phase_with_flips_runs_on_cached_views_stops_on_val_loss_then_fine_
     onehot = np.eye(3)[splits.labels["val"]]
     loss = float(np.mean(-np.log(np.clip((probs * onehot).sum(1), 1e-7, 1))))
     assert abs(loss - head["val_loss"].min()) < 1e-4, (loss, head["val_loss"].tolist())
+
+
+@pytest.mark.parametrize("name", ["folder", "imagewoof"])
+def test_recipes_train_the_head_on_cached_flips_to_convergence(name):
+    """The bundled transfer recipes keep their flips and the feature cache, and give the head
+    room to converge (stopped by val_loss, not by a small epoch count)."""
+    cfg = config.load_experiment(name)
+    assert cfg.data.augment.get("hflip", 0) > 0
+    assert fc.cacheable(cfg), fc.why_not_cacheable(cfg)
+    assert cfg.train.epochs >= 50 and 0 < cfg.train.head_patience <= 10
+    assert cfg.train.schedule == "constant"  # a cosine over the cap would barely decay anyway
