@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -270,7 +271,8 @@ def test_head_phase_with_flips_runs_on_cached_views_stops_on_val_loss_then_fine_
 def test_recipes_train_the_head_on_cached_flips_to_convergence(name):
     """The bundled transfer recipes keep their flips and the feature cache, and give the head
     room to converge (stopped by val_loss, not by a small epoch count)."""
-    cfg = config.load_experiment(name)
+    # The file in this checkout (by path: an editable install may map the names elsewhere).
+    cfg = config.load_experiment(str(Path(__file__).parents[1] / "experiments" / f"{name}.yaml"))
     assert cfg.data.augment.get("hflip", 0) > 0
     assert fc.cacheable(cfg), fc.why_not_cacheable(cfg)
     assert cfg.train.epochs >= 50 and 0 < cfg.train.head_patience <= 10
