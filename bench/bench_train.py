@@ -53,6 +53,7 @@ def main() -> None:
         f"model.weights={weights}",
         "data.augment.hflip=0",
         f"train.epochs={args.epochs}",
+        "train.head_patience=0",  # the same number of epochs in both arms
         "train.tensorboard_cams=0",
     ]
     print(

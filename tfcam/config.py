@@ -139,12 +139,17 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     restore_best: bool = True
     early_stopping_patience: int = 0
+    #: Phase 1 over a frozen backbone (the head) stops once the validation loss has not improved
+    #: for this many epochs, and keeps the head of its best epoch (0: never stops early).
+    head_patience: int = 5
     #: float16 compute with float32 weights (GPUs with tensor cores); ignored, with a warning,
     #: when TensorFlow sees no GPU.
     mixed_precision: bool = False
     #: Compile training steps with XLA (often faster on GPUs, slower on CPUs).
     jit_compile: bool = False
-    #: Phase 1 with a frozen backbone and no augmentation trains the head on cached features.
+    #: Phase 1 with a frozen backbone trains the head on cached features (of every flipped or
+    #: rotated view when ``data.augment`` asks for hflip, vflip or rotate90; other augmentations
+    #: turn the cache off).
     feature_cache: bool = True
     #: Splits evaluated at the end (metrics.json, the report's accuracy table).
     evaluate_splits: tuple[str, ...] = ("val", "test")
@@ -532,6 +537,7 @@ def validate(cfg: ExperimentConfig) -> None:
         t.early_stopping_patience,
         ">= 0",
     )
+    need(t.head_patience >= 0, "train.head_patience", t.head_patience, ">= 0")
     ft = t.fine_tune
     need(ft.epochs >= 0, "train.fine_tune.epochs", ft.epochs, "must be at least 0")
     need(

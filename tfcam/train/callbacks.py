@@ -261,3 +261,74 @@ class BatchHistoryCSV(keras.callbacks.Callback):
             self.path,
             pd.DataFrame(self.rows, columns=["step", "epoch", "loss"]).to_csv(index=False),
         )
+
+
+class BestHead(keras.callbacks.Callback):
+    """Early stopping for the head phase: stops once ``monitor`` has not improved for
+    ``patience`` epochs, and at the end of training (stopped or not) puts back the weights of the
+    best epoch, so the next phase starts from the best head rather than the last.
+
+    Unlike Keras's ``EarlyStopping(restore_best_weights=True)``, the best weights are restored
+    also when the phase runs out of epochs, and the epochs are recorded for ``state.json``. The
+    count starts again on a resumed phase (the best weights are held in memory only).
+
+    Args:
+        patience: Epochs without improvement before stopping; 0 never stops early (the best
+            epoch's weights are still restored).
+        monitor: A loss (lower is better), ``val_loss`` by default.
+    """
+
+    def __init__(self, patience: int, monitor: str = "val_loss"):
+        super().__init__()
+        self.patience = patience
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.last_epoch: int | None = None
+        self.stopped_early = False
+        self._weights = None
+        self._wait = 0
+
+    def on_train_begin(self, logs=None):
+        self.best = self.best_epoch = self.last_epoch = self._weights = None
+        self.stopped_early, self._wait = False, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch = epoch + 1
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is None or float(value) < self.best:
+            self.best, self.best_epoch, self._wait = float(value), epoch + 1, 0
+            self._weights = self.model.get_weights()
+            return
+        self._wait += 1
+        if self.patience and self._wait >= self.patience:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self._weights)
+
+    def describe(self) -> str:
+        """One line for the log: where the phase stopped and which epoch's weights it kept."""
+        if self.best_epoch is None:
+            return f"no finite {self.monitor}; the last epoch's weights are kept"
+        why = (
+            f"stopped at epoch {self.last_epoch}, {self.monitor} no better for {self.patience} epochs"
+            if self.stopped_early
+            else f"ran to epoch {self.last_epoch}"
+        )
+        return (
+            f"{why}; kept the weights of epoch {self.best_epoch} ({self.monitor} {self.best:.4f})"
+        )
+
+    def summary(self) -> dict:
+        """``{last_epoch, best_epoch, best_<monitor>, stopped_early}`` (1-based epochs)."""
+        return {
+            "last_epoch": self.last_epoch,
+            "best_epoch": self.best_epoch,
+            f"best_{self.monitor}": None if self.best is None else round(self.best, 6),
+            "stopped_early": self.stopped_early,
+        }

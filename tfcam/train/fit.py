@@ -30,14 +30,14 @@ from tfcam.data.sources import (
 from tfcam.errors import TrainingDiverged, UserError
 from tfcam.io import atomic_path, write_json
 from tfcam.models.build import build_classifier, load_model, load_weights, set_backbone_trainable
-from tfcam.runs import Run, default_run_dir, lock_run
+from tfcam.runs import Run, default_run_dir, lock_run, read_history
 from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
 from tfcam.train.checks import check_config_layers, check_diverged
 from tfcam.train.evaluate import evaluate_model_on_split
 from tfcam.train.panels import tensorboard_panels
 from tfcam.train.provenance import recorded
-from tfcam.train.resume import prepare_resume
+from tfcam.train.resume import phase2_start, prepare_resume
 
 log = logging.getLogger("tfcam")
 
@@ -155,46 +155,6 @@ def _fit_locked(cfg, run, state, t0, *, verbose, report, strategy) -> FitResult:
     return result
 
 
-def _fit_head_on_cached_features(
-    model, cfg, splits, common, val_ds, lr, first, n_epochs, verbose, cbs, best, panels, what
-) -> None:
-    """Phase 1 on cached features: the backbone runs once over the data, then only the head
-    trains; checkpoints and panels see the full model (its head is updated every epoch)."""
-    t0 = time.perf_counter()
-    train_eval = make_dataset(
-        files=splits.files["train"], labels=splits.labels["train"], mode="eval", **common
-    )
-    x_train, y_train = fc.extract(model, train_eval)
-    x_val, y_val = fc.extract(model, val_ds)
-    log.info(
-        "Phase 1: %d epoch(s), %s, learning rate %g; head trained on cached features "
-        "(%d×%d, computed in %.1f s)",
-        n_epochs,
-        what,
-        lr,
-        len(x_train),
-        x_train.shape[-1],
-        time.perf_counter() - t0,
-    )
-    head = fc.head_model(model)
-    _compile(head, cfg, lr)
-    best.target = panels.target = model
-    panels.cached = (x_val, y_val)
-    try:
-        head.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val),
-            batch_size=cfg.data.batch_size,
-            initial_epoch=first,
-            epochs=first + n_epochs,
-            verbose=verbose,
-            shuffle=True,
-            callbacks=[fc.CopyHeadToModel(model), *cbs],
-        )
-    finally:
-        best.target = panels.target = panels.cached = None
-    fc.copy_head_weights(head, model)
 
 
 def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
@@ -388,6 +348,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
         verbose = 1 if sys.stdout.isatty() else 2
 
     panels = tensorboard_panels(cfg, run, splits, enabled=placement.is_chief)
+    head_stop = cb.BestHead(t.head_patience)
 
     def callbacks(phase: int, base_lr: float, first_epoch: int, n_epochs: int) -> list:
         sched = cb.step_or_cosine_schedule(
@@ -408,6 +369,8 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
             cbs.append(
                 keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience)
             )
+        if phase == 1 and t.freeze_backbone:
+            cbs.append(head_stop)  # the head to convergence; the next phase starts from its best
         cbs.append(cb.AtomicBackupAndRestore(run.checkpoints / f"backup_phase{phase}", guard=guard))
         return cbs
 
@@ -442,23 +405,33 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
             load_weights(model, end_weights)
             continue
         what = prepare()
-        if phase == 1 and fc.cacheable(cfg) and not placement.distributed:
-            _fit_head_on_cached_features(
+        if phase == 2:  # right after phase 1's last epoch, fewer than train.epochs if it stopped
+            first = phase2_start(cfg, read_history(run.history_path))
+        no_cache = fc.why_not_cacheable(cfg) or ("distributed" if placement.distributed else None)
+        phase_info = {}
+        if phase == 1 and not no_cache:
+            train_eval = make_dataset(
+                files=splits.files["train"], labels=splits.labels["train"], mode="eval", **common
+            )
+            phase_info = fc.fit_head(
                 model,
                 cfg,
-                splits,
-                common,
+                train_eval,
                 val_ds,
-                lr,
-                first,
-                n_epochs,
-                verbose,
-                callbacks(phase, lr, first, n_epochs),
-                best,
-                panels,
-                what,
+                compile_head=lambda head, lr=lr: _compile(head, cfg, lr),
+                first=first,
+                n_epochs=n_epochs,
+                verbose=verbose,
+                callbacks=callbacks(phase, lr, first, n_epochs),
+                best=best,
+                panels=panels,
+                what=what,
+                lr=lr,
             )
         else:
+            if phase == 1 and t.freeze_backbone:
+                log.info("Phase 1 without the feature cache: %s", no_cache)
+                phase_info = {"feature_cache": False, "why_not": no_cache}
             _compile(model, cfg, lr)
             log.info("Phase %d: %d epoch(s), %s, learning rate %g", phase, n_epochs, what, lr)
             model.fit(
@@ -471,9 +444,12 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
                 callbacks=callbacks(phase, lr, first, n_epochs),
             )
         check_diverged(guard, best, lr)
+        if phase == 1 and t.freeze_backbone:
+            phase_info.update(head_stop.summary())
+            log.info("Phase 1: %s", head_stop.describe())
         with atomic_path(end_weights) as tmp:
             model.save_weights(str(tmp))
-        run.update_state(phase_done=phase)
+        run.update_state(phase_done=phase, **({"phase1": phase_info} if phase_info else {}))
 
     # Final model: the best checkpoint's weights, or the last epoch's.
     if t.restore_best and best.model_path.is_file():

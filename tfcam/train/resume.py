@@ -36,14 +36,27 @@ log = logging.getLogger("tfcam")
 RETRAIN_REMOVES = ("checkpoints", "history.csv", "batch_history.csv", "tensorboard")
 
 
-def planned_phases(cfg: ExperimentConfig) -> list[tuple[int, int, int]]:
-    """``[(phase, first_epoch, n_epochs), …]`` as :func:`tfcam.train.fit.fit` runs them."""
+def phase2_start(cfg: ExperimentConfig, history: pd.DataFrame | None) -> int:
+    """The epoch phase 2 starts after (0-based): phase 1's last epoch in ``history.csv``, which
+    is before ``train.epochs`` when the head stopped early; ``train.epochs`` without a history."""
+    if history is not None and len(history) and "phase" in history.columns:
+        epochs = pd.to_numeric(history.loc[history["phase"] == 1, "epoch"], errors="coerce")
+        if epochs.notna().any():
+            return int(epochs.max())
+    return cfg.train.epochs
+
+
+def planned_phases(
+    cfg: ExperimentConfig, history: pd.DataFrame | None = None
+) -> list[tuple[int, int, int]]:
+    """``[(phase, first_epoch, n_epochs), …]`` as :func:`tfcam.train.fit.fit` runs them (phase 2
+    starts after phase 1's last epoch in ``history``, see :func:`phase2_start`)."""
     t = cfg.train
     phases = []
     if t.epochs > 0:
         phases.append((1, 0, t.epochs))
     if t.fine_tune.epochs > 0:
-        phases.append((2, t.epochs, t.fine_tune.epochs))
+        phases.append((2, phase2_start(cfg, history), t.fine_tune.epochs))
     return phases
 
 
@@ -122,7 +135,7 @@ def prepare_resume(run: Run, cfg: ExperimentConfig, *, force: bool = False) -> d
 
     phase_done = 0
     current = None
-    for phase, first, _n in planned_phases(cfg):
+    for phase, first, _n in planned_phases(cfg, history):
         if current is None and (run.checkpoints / f"phase{phase}_end.weights.h5").is_file():
             phase_done = phase
         elif current is None:
