@@ -155,8 +155,6 @@ def _fit_locked(cfg, run, state, t0, *, verbose, report, strategy) -> FitResult:
     return result
 
 
-
-
 def prepare_data(cfg: ExperimentConfig, run: Run) -> Splits:
     """Lists, checks and splits the images; writes ``splits.csv``, ``class_names.json`` and
     ``data_report.json``. On resume the run's saved split is reused as it is."""
