@@ -83,10 +83,15 @@ def test_explain_files_writes_the_library_maps(source, inputs, tmp_path):
                 assert im.mode == "L" and im.size == (32, 32)
                 grey = np.asarray(im, np.int64)
             np.testing.assert_array_equal(grey, np.round(want.heatmap[i] * 255).astype(np.int64))
+            # The overlay: the photo at its own aspect, the longer side 448 px (default).
+            with Image.open(rec["image"]) as im:
+                w0, h0 = im.size
+            s = 448 / max(w0, h0)
             with Image.open(paths["overlay"]) as im:
-                assert im.mode == "RGB" and im.size == (32, 32)
-            with Image.open(paths["panel"]) as im:
-                assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # three tiles wide
+                assert im.mode == "RGB" and im.size == (round(w0 * s), round(h0 * s))
+                w, h = im.size
+            with Image.open(paths["panel"]) as im:  # three tiles wide, a title strip above
+                assert im.format == "PNG" and im.size[0] == 3 * w + 4 * 8 and im.size[1] > h
     for i, rec in enumerate(res.records):
         k = int(probs[i].argmax())
         assert rec["predicted"] == source.class_names[k] == rec["target"]
