@@ -257,7 +257,7 @@ def test_input_window_matches_the_pipelines_resize(mode, hw):
     x = x.numpy()[..., 0]
     win = input_window(hw, 48, mode)
     y0, x0, y1, x1 = win.input_box
-    fy0, fx0, fy1, fx1 = win.image_box
+    _fy0, fx0, _fy1, fx1 = win.image_box
     if mode in ("pad", "native"):  # outside the box: padding (0 or PAD_VALUE), inside: photo
         inside = np.zeros_like(x, bool)
         inside[y0:y1, x0:x1] = True

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfcam.data.pipeline import decode_image
-from tfcam.data.resize import as_hw
+from tfcam.data.pipeline import _decode_error_reason, _header_check, decode_image, letterbox
+from tfcam.data.resize import as_hw, resize_image
+from tfcam.errors import UserError
 
 
 def display_hw(hw: Sequence[int], longer_side: int) -> tuple[int, int]:
@@ -64,14 +65,69 @@ def read_display_image(
     Raises:
         tf.errors.OpError: The file cannot be decoded.
     """
+    img, hw = _decoder(int(longer_side))(tf.constant(os.fsencode(path)))
+    return fit_longer_side(img.numpy(), longer_side), (int(hw[0]), int(hw[1]))
+
+
+def fit_longer_side(image: np.ndarray, longer_side: int) -> np.ndarray:
+    """A uint8 image resized so its longer side is ``longer_side`` (OpenCV: pixel-area
+    averaging to shrink, bilinear to enlarge)."""
     import cv2
 
-    img, hw = _decoder(int(longer_side))(tf.constant(os.fsencode(path)))
-    img = img.numpy()
-    h, w = display_hw(img.shape[:2], longer_side)
-    shrink = h * w < img.shape[0] * img.shape[1]
-    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return img, (int(hw[0]), int(hw[1]))
+    h, w = display_hw(image.shape[:2], longer_side)
+    if (h, w) == image.shape[:2]:
+        return image
+    shrink = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def read_for_explanation(
+    path: str | os.PathLike,
+    image_size: int | Sequence[int],
+    resize: str,
+    longer_side: int,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """One image as the model sees it and as a person sees it, from one decode.
+
+    The model's input is the very numbers :func:`tfcam.data.pipeline.read_images` gives (the
+    same decode, resize and letterbox, in the same order). The photo is the same decoded image
+    resized to ``longer_side``; only when decoding reduced a big JPEG below that size is the file
+    decoded again at a larger scale.
+
+    Args:
+        path: An image file.
+        image_size: The model's input size.
+        resize: The run's resize mode.
+        longer_side: Pixels of the longer side of the photo.
+
+    Returns:
+        ``(model_input, photo, full_hw)``: float32 ``[H, W, 3]`` in [0, 255], uint8 RGB at the
+        image's own aspect, and the ``(height, width)`` of the whole image as stored (upright).
+
+    Raises:
+        UserError: A missing or unreadable file (its name and the reason), as ``read_images``.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise UserError(f"Image not found: '{p}'")
+    reason = _header_check(p)
+    if reason:
+        raise UserError(f"Cannot use image '{p}': {reason}")
+    try:
+        img, hw = decode_image(tf.io.read_file(tf.constant(os.fsencode(p))), image_size)
+        x = resize_image(img, image_size, resize)
+        if resize == "native":
+            x = letterbox(x, image_size)
+        x = x.numpy()
+    except tf.errors.OpError:
+        raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
+    full_hw = (int(hw[0]), int(hw[1]))
+    decoded = img.numpy()
+    if max(decoded.shape[:2]) < min(longer_side, max(full_hw)):  # reduced while decoding
+        photo, _ = read_display_image(p, longer_side)
+    else:
+        photo = fit_longer_side(decoded, longer_side)
+    return x, photo, full_hw
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcam.data.display import Window, input_window, read_for_explanation
 from tfcam.data.pipeline import read_images
 from tfcam.errors import UserError
 from tfcam.explain.api import explain
@@ -258,7 +259,7 @@ def explain_files(
     with PictureWriter() as writer:
         for start in range(0, len(files), batch_size):
             batch = files[start : start + batch_size]
-            chunk, x = _read_batch(batch, source, skipped)
+            chunk, x, photos = _read_batch(batch, source, overlay_size, skipped)
             if chunk:
                 explained = {}
                 for method in methods:
@@ -266,9 +267,9 @@ def explain_files(
                     explained[method] = explain(explainer, x, method, layers=method_layers,
                                                 targets=target, **options)  # fmt: skip
                 for i, f in enumerate(chunk):
-                    rec, job = _image_job(explainer, f, x[i], i, explained, folder_of(f), source)
+                    rec, job = _image_job(explainer, f, photos[i], i, explained, folder_of(f))
                     records.append(rec)
-                    writer.submit(draw_image, job, size=overlay_size, alpha=alpha)
+                    writer.submit(draw_image, job, alpha=alpha)
             if progress:
                 progress(len(batch))
     if skipped:
@@ -282,33 +283,36 @@ def explain_files(
 
 
 def _read_batch(
-    batch: Sequence[Path], source: ModelSource, skipped: list[str]
-) -> tuple[list[Path], np.ndarray]:
-    """The readable files of a batch and their model inputs; the others added to ``skipped``."""
-    chunk, images = [], []
+    batch: Sequence[Path], source: ModelSource, size: int, skipped: list[str]
+) -> tuple[list[Path], np.ndarray, list[tuple[np.ndarray, Window]]]:
+    """The readable files of a batch, their model inputs and their photos at display size
+    (with where the input sits in each); the others added to ``skipped``."""
+    chunk, images, photos = [], [], []
     for f in batch:
         try:
-            images.append(read_images([str(f)], source.image_size, source.resize)[0])
-            chunk.append(f)
+            x, photo, hw = read_for_explanation(f, source.image_size, source.resize, size)
         except UserError as e:
             skipped.append(f"{f.name} ({str(e).split(': ', 1)[-1]})")
-    return chunk, (np.stack(images) if images else np.zeros((0, 1, 1, 3), np.float32))
+            continue
+        chunk.append(f)
+        images.append(x)
+        photos.append((photo, input_window(hw, source.image_size, source.resize)))
+    return chunk, (np.stack(images) if images else np.zeros((0, 1, 1, 3), np.float32)), photos
 
 
 def _image_job(
-    explainer: Explainer, path: Path, x: np.ndarray, i: int, explained: dict, folder: Path,
-    source: ModelSource,
+    explainer: Explainer, path: Path, photo: tuple[np.ndarray, Window], i: int, explained: dict,
+    folder: Path,
 ) -> tuple[dict[str, Any], ImageJob]:  # fmt: skip
     """One image's record (prediction, target, score, paths) and what to draw for it.
 
     Args:
         explainer: The engine (class names).
         path: The image file.
-        x: Its model input.
+        photo: Its photo at display size and where the model's input sits in it.
         i: Its index in the batch.
         explained: ``{method: Explanation}`` of the batch.
         folder: Its output folder.
-        source: The model and how it was fed (the resize mode).
     """
     first = next(iter(explained.values()))
     p = first.probabilities[i]
@@ -339,7 +343,7 @@ def _image_job(
                 [(n, h[i]) for n, h in e.heatmaps.items()],
             )
             rec.setdefault("galleries", {})[method] = str(gallery)
-    return rec, ImageJob(path, x, source.resize, header, maps, galleries)
+    return rec, ImageJob(*photo, header, maps, galleries)
 
 
 def class_label(explainer: Explainer, index: int) -> str:

@@ -34,9 +34,14 @@ def colorize(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
     A table of the colormap's 256 colours indexed as matplotlib indexes them (``floor(256·v)``,
     1.0 in the last bin), so the colours are matplotlib's at a fraction of its cost.
     """
+    import cv2
+
     v = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0)
     idx = np.clip(v * 256.0, 0, 255).astype(np.uint8)
-    return _lut(cmap)[idx]
+    if idx.ndim != 2:
+        return _lut(cmap)[idx]
+    # OpenCV's table look-up: several times faster than NumPy's gather on photo-sized maps.
+    return cv2.LUT(cv2.merge([idx, idx, idx]), _lut(cmap).reshape(256, 1, 3))
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
