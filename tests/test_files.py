@@ -83,10 +83,15 @@ def test_explain_files_writes_the_library_maps(source, inputs, tmp_path):
                 assert im.mode == "L" and im.size == (32, 32)
                 grey = np.asarray(im, np.int64)
             np.testing.assert_array_equal(grey, np.round(want.heatmap[i] * 255).astype(np.int64))
+            # The overlay: the photo at its own aspect, the longer side 448 px (default).
+            with Image.open(rec["image"]) as im:
+                w0, h0 = im.size
+            s = 448 / max(w0, h0)
             with Image.open(paths["overlay"]) as im:
-                assert im.mode == "RGB" and im.size == (32, 32)
-            with Image.open(paths["panel"]) as im:
-                assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # three tiles wide
+                assert im.mode == "RGB" and im.size == (round(w0 * s), round(h0 * s))
+                w, h = im.size
+            with Image.open(paths["panel"]) as im:  # three tiles wide, a title strip above
+                assert im.format == "PNG" and im.size[0] == 3 * w + 4 * 8 and im.size[1] > h
     for i, rec in enumerate(res.records):
         k = int(probs[i].argmax())
         assert rec["predicted"] == source.class_names[k] == rec["target"]
@@ -174,3 +179,94 @@ def test_feature_maps_grid_per_image_and_layer(source, inputs, tmp_path):
     assert default[0]["channels"] == {"block1_relu": [0, 1, 2]}
     with pytest.raises(UserError, match="Unknown channel order 'loudest'"):
         write_feature_maps(source, good[:1], order="loudest", out_dir=tmp_path / "e")
+
+
+# -- pictures at the photo's own aspect, panels that name the prediction ------------------------
+
+
+def test_overlay_keeps_the_photos_aspect_upright_and_size(source, tmp_path):
+    """A wide photo and the same photo stored sideways with an EXIF rotation: both overlays at
+    the upright aspect, the longer side ``overlay_size``; the map upsampled over the whole photo
+    (stretch mode), so the overlay differs from the photo everywhere the map is not zero."""
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 255, (60, 150, 3), dtype=np.uint8)
+    write_image(tmp_path / "in" / "wide.png", wide)
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(wide, 1)))  # stored 150 × 60
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view": upright again it is 60 × 150
+    sideways.save(tmp_path / "in" / "turned.jpg", exif=exif, quality=95)
+    res = explain_files(source, [tmp_path / "in"], ["gradcam"], out_dir=tmp_path / "o",
+                        overlay_size=200)  # fmt: skip
+    assert [Path(r["image"]).name for r in res.records] == ["turned.jpg", "wide.png"]
+    for rec in res.records:
+        with Image.open(rec["outputs"]["gradcam"]["overlay"]) as im:
+            assert im.size == (200, 80)
+        with Image.open(rec["outputs"]["gradcam"]["heatmap"]) as im:
+            assert im.size == (32, 32)  # the numbers stay on the model's grid
+    with Image.open(res.records[1]["outputs"]["gradcam"]["overlay"]) as im:
+        over = np.asarray(im, np.float64)
+    import cv2
+
+    photo = cv2.resize(wide, (200, 80), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    heat = np.asarray(Image.open(res.records[1]["outputs"]["gradcam"]["heatmap"]), np.float64)
+    # Where the map is hot in a corner of the model's grid, the overlay's same corner is tinted.
+    for (r, c), (y, x) in (((0, 0), (0, 0)), ((31, 31), (79, 199)), ((0, 31), (0, 199))):
+        if heat[r, c] > 128:
+            assert np.abs(over[y, x] - photo[y, x]).max() > 10
+
+
+def test_panel_names_the_prediction(source, tmp_path):
+    """The panel: a title strip with text above three tiles of the overlay's size; the record
+    holds the prediction the strip shows."""
+    write_image(tmp_path / "in" / "p.png", np.full((40, 80, 3), 200, np.uint8))
+    res = explain_files(source, [tmp_path / "in"], ["gradcam"], out_dir=tmp_path / "o",
+                        overlay_size=160)  # fmt: skip
+    rec = res.records[0]
+    assert rec["predicted"] in source.class_names and 0 < rec["probability"] <= 1
+    with Image.open(rec["outputs"]["gradcam"]["panel"]) as im:
+        panel = np.asarray(im.convert("RGB"))
+    assert panel.shape[1] == 3 * 160 + 4 * 8 and panel.shape[0] > 80 + 40
+    strip = panel[: panel.shape[0] - 80 - 8]  # everything above the tiles
+    dark = (strip.min(axis=2) < 128).sum()
+    assert dark > 200, "the title strip holds no text"
+    from tfcam.explain.pictures import header_lines
+    from tfcam.viz.overlay import text_strip
+
+    want = text_strip(header_lines("p.png", rec["predicted"], rec["probability"],
+                                   rec["target"]), panel.shape[1], px=13)  # fmt: skip
+    np.testing.assert_array_equal(strip[: want.shape[0]], want)
+
+
+@pytest.mark.parametrize("mode", ["pad", "native", "crop", "stretch"])
+@pytest.mark.parametrize("hw", [(30, 90), (90, 30), (20, 20)])
+def test_input_window_matches_the_pipelines_resize(mode, hw):
+    """Where a photo lands in the model's input, checked on the pipeline's own resize: a white
+    photo with a black right half, resized by each mode, shows its edge where the window says."""
+    import tensorflow as tf
+
+    from tfcam.data.display import input_window
+    from tfcam.data.pipeline import letterbox
+    from tfcam.data.resize import resize_image
+
+    h, w = hw
+    photo = np.full((h, w, 3), 255, np.uint8)
+    photo[:, w // 2 :] = 0
+    x = resize_image(tf.constant(photo), 48, mode)
+    if mode == "native":
+        x = letterbox(x, 48)
+    x = x.numpy()[..., 0]
+    win = input_window(hw, 48, mode)
+    y0, x0, y1, x1 = win.input_box
+    _fy0, fx0, _fy1, fx1 = win.image_box
+    if mode in ("pad", "native"):  # outside the box: padding (0 or PAD_VALUE), inside: photo
+        inside = np.zeros_like(x, bool)
+        inside[y0:y1, x0:x1] = True
+        assert (x[inside][:, None] >= 0).all() and x[y0:y1, x0].min() > 200
+        assert (x[~inside] <= 0).all()
+    else:
+        assert win.input_box == (0, 0, 48, 48)
+    # The photo's edge (at half its width) sits where the boxes map it.
+    edge_in_photo = (0.5 - fx0) / (fx1 - fx0)
+    col = x0 + edge_in_photo * (x1 - x0)
+    row = x[(y0 + y1) // 2]
+    assert row[int(col) - 2] > 200 and row[min(int(col) + 2, 47)] < 60

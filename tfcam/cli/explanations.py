@@ -60,6 +60,12 @@ _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
     "--class-names", metavar="FILE.json", help="With --model: class names (list or ImageNet index)."
 )
 @count_option("--batch-size", default=16, help="Images per batch.")
+@count_option(
+    "--overlay-size",
+    default=448,
+    minimum=32,
+    help="Longer side (px) of overlays and panel tiles, at each image's own aspect.",
+)
 @click.option(
     "--list-layers", is_flag=True, help="Print the layers that can be explained and exit."
 )

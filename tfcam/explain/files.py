@@ -1,9 +1,11 @@
 """Image files in, pictures out: what ``tfcam explain`` and ``tfcam features`` write.
 
 For every image and method :func:`explain_files` writes three PNGs into ``OUT/<image stem>/``:
-``<method>[-<layer>]_overlay.png`` (colormap over the image), ``…_heatmap.png`` (the bare map,
-8-bit grey at the model's input size) and ``…_panel.png`` (image, map and overlay side by side),
-then ``OUT/index.html``, a page showing them all.
+``<method>[-<layer>]_overlay.png`` (colormap over the photo at its own aspect, the longer side
+``overlay_size`` pixels), ``…_heatmap.png`` (the bare map, 8-bit grey at the model's input size)
+and ``…_panel.png`` (photo, map and overlay side by side under the file name and the prediction),
+drawn by :mod:`tfcam.explain.pictures` while the model goes on; then ``OUT/index.html``, a table
+of them all (:mod:`tfcam.report.explain_index`).
 :func:`write_feature_maps` writes ``OUT/<image stem>/features-<layer>.png``. The model comes from a
 run directory or any ``.keras`` classifier (:class:`ModelSource`).
 """
@@ -21,12 +23,15 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcam.data.display import Window, input_window, read_for_explanation
 from tfcam.data.pipeline import read_images
 from tfcam.errors import UserError
 from tfcam.explain.api import explain
 from tfcam.explain.engine import Explainer
 from tfcam.explain.inputs import list_inputs
 from tfcam.explain.methods import TABLE
+from tfcam.explain.pictures import OVERLAY_SIZE, ImageJob, Maps, header_lines, method_label
+from tfcam.explain.pictures import output_paths as _output_paths
 from tfcam.io import atomic_path
 
 log = logging.getLogger("tfcam")
@@ -170,15 +175,6 @@ class _ImageFolders:
         return folder
 
 
-def _save_png(path: Path, rgb_or_grey: np.ndarray) -> None:
-    import cv2
-
-    arr = rgb_or_grey if rgb_or_grey.ndim == 2 else cv2.cvtColor(rgb_or_grey, cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), arr):
-            raise OSError(f"could not write {path}")
-
-
 @dataclass
 class ExplainedFiles:
     """What :func:`explain_files` wrote.
@@ -216,8 +212,10 @@ def explain_files(
     batch_size: int = 16,
     options: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    overlay_size: int = OVERLAY_SIZE,
 ) -> ExplainedFiles:
-    """Explains image files and writes overlays, heatmaps and panels.
+    """Explains image files and writes overlays, heatmaps and panels
+    (:mod:`tfcam.explain.pictures`), then the page of them all, ``out_dir/index.html``.
 
     Args:
         source: The model and how to feed it (:func:`from_run` or :func:`from_model_file`).
@@ -232,13 +230,14 @@ def explain_files(
         batch_size: Images loaded and explained at a time.
         options: Method options (``max_n``, ``samples``, ``steps``, ``aug_smooth`` …).
         progress: Called with the number of images done after each batch.
+        overlay_size: Longer side, in pixels, of the overlays and of each panel tile (the photo
+            at its own aspect, small photos enlarged).
 
     Returns:
         An :class:`ExplainedFiles`: one record per image (predicted class, its probability, the
         explained target and score, the written paths per method) and the output folder.
     """
-    from tfcam.viz.overlay import colorize, gradient_image, overlay, panel, to_uint8
-    from tfcam.viz.plots import to_png
+    from tfcam.explain.pictures import PictureWriter, draw_image
 
     files = list_inputs(inputs)
     out_dir = Path(out_dir) if out_dir is not None else source.default_out
@@ -254,81 +253,25 @@ def explain_files(
         explainer.resolve_targets(target, 1)  # fail early on an unknown class
     options = dict(options or {})
     folder_of = _ImageFolders(out_dir)
-    records = []
-    skipped = []
-    for start in range(0, len(files), batch_size):
-        chunk, images = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                images.append(read_images([str(f)], source.image_size, source.resize)[0])
-                chunk.append(f)
-            except UserError as e:
-                skipped.append(f"{f.name} ({str(e).split(': ', 1)[-1]})")
-        if not chunk:
+    records: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    # The model explains batch after batch while worker threads draw and write the pictures.
+    with PictureWriter() as writer:
+        for start in range(0, len(files), batch_size):
+            batch = files[start : start + batch_size]
+            chunk, x, photos = _read_batch(batch, source, overlay_size, skipped)
+            if chunk:
+                explained = {}
+                for method in methods:
+                    method_layers = layer_names if TABLE[method].uses_layer else layer_names[:1]
+                    explained[method] = explain(explainer, x, method, layers=method_layers,
+                                                targets=target, **options)  # fmt: skip
+                for i, f in enumerate(chunk):
+                    rec, job = _image_job(explainer, f, photos[i], i, explained, folder_of(f))
+                    records.append(rec)
+                    writer.submit(draw_image, job, alpha=alpha)
             if progress:
-                progress(len(files[start : start + batch_size]))
-            continue
-        x = np.stack(images)
-        folders = [folder_of(f) for f in chunk]
-        batch_records = [{"image": str(f), "outputs": {}} for f in chunk]
-        for method in methods:
-            method_layers = layer_names if TABLE[method].uses_layer else layer_names[:1]
-            e = explain(explainer, x, method, layers=method_layers, targets=target, **options)
-            for name, heat in e.heatmaps.items():
-                suffix = f"{method}-{name}" if len(e.heatmaps) > 1 else method
-                for i, rec in enumerate(batch_records):
-                    folder = folders[i]
-                    img = to_uint8(x[i])
-                    over = overlay(img, heat[i], alpha=alpha)
-                    grey = to_uint8(heat[i] * 255)
-                    paths = {
-                        k: folder / f"{suffix}_{k}.png" for k in ("overlay", "heatmap", "panel")
-                    }
-                    _save_png(paths["overlay"], over)
-                    _save_png(paths["heatmap"], grey)
-                    middle = (
-                        gradient_image(e.raw[name][i])
-                        if e.raw[name].ndim == 4
-                        else colorize(heat[i])
-                    )
-                    t = int(e.targets[i])
-                    title = f"{method}" + (f" @ {name}" if name != method else "")
-                    fig = panel(
-                        [img, middle, over],
-                        ["image", title, "overlay"],
-                        suptitle=f"{Path(rec['image']).name}: target {class_label(explainer, t)}",
-                    )
-                    with atomic_path(paths["panel"]) as tmp:
-                        tmp.write_bytes(to_png(fig, dpi=80))
-                    rec["outputs"][suffix] = {k: str(v) for k, v in paths.items()}
-            if len(e.heatmaps) > 1:  # one figure per image: the method at every layer
-                for i, rec in enumerate(batch_records):
-                    img = to_uint8(x[i])
-                    names = list(e.heatmaps)
-                    fig = panel(
-                        [img] + [overlay(img, e.heatmaps[n][i], alpha=alpha) for n in names],
-                        ["image", *names],
-                        suptitle=f"{Path(rec['image']).name}: {method}, target "
-                        f"{class_label(explainer, int(e.targets[i]))}",
-                        tile_inches=2.4,
-                    )
-                    path = folders[i] / f"{method}_layers.png"
-                    with atomic_path(path) as tmp:
-                        tmp.write_bytes(to_png(fig, dpi=80))
-                    rec.setdefault("galleries", {})[method] = str(path)
-            for i, rec in enumerate(batch_records):
-                p = e.probabilities[i]
-                rec.update(
-                    {
-                        "predicted": class_label(explainer, int(p.argmax())),
-                        "probability": float(p.max()),
-                        "target": class_label(explainer, int(e.targets[i])),
-                        "score": float(e.scores[i]),
-                    }
-                )
-        records.extend(batch_records)
-        if progress:
-            progress(len(files[start : start + batch_size]))
+                progress(len(batch))
     if skipped:
         log.warning("Skipped %d unreadable input(s): %s", len(skipped), "; ".join(skipped[:20]))
     if not records:
@@ -337,6 +280,70 @@ def explain_files(
 
     index = write_explain_index(out_dir, records, skipped)
     return ExplainedFiles(records, out_dir, skipped, index)
+
+
+def _read_batch(
+    batch: Sequence[Path], source: ModelSource, size: int, skipped: list[str]
+) -> tuple[list[Path], np.ndarray, list[tuple[np.ndarray, Window]]]:
+    """The readable files of a batch, their model inputs and their photos at display size
+    (with where the input sits in each); the others added to ``skipped``."""
+    chunk, images, photos = [], [], []
+    for f in batch:
+        try:
+            x, photo, hw = read_for_explanation(f, source.image_size, source.resize, size)
+        except UserError as e:
+            skipped.append(f"{f.name} ({str(e).split(': ', 1)[-1]})")
+            continue
+        chunk.append(f)
+        images.append(x)
+        photos.append((photo, input_window(hw, source.image_size, source.resize)))
+    return chunk, (np.stack(images) if images else np.zeros((0, 1, 1, 3), np.float32)), photos
+
+
+def _image_job(
+    explainer: Explainer, path: Path, photo: tuple[np.ndarray, Window], i: int, explained: dict,
+    folder: Path,
+) -> tuple[dict[str, Any], ImageJob]:  # fmt: skip
+    """One image's record (prediction, target, score, paths) and what to draw for it.
+
+    Args:
+        explainer: The engine (class names).
+        path: The image file.
+        photo: Its photo at display size and where the model's input sits in it.
+        i: Its index in the batch.
+        explained: ``{method: Explanation}`` of the batch.
+        folder: Its output folder.
+    """
+    first = next(iter(explained.values()))
+    p = first.probabilities[i]
+    rec: dict[str, Any] = {
+        "image": str(path),
+        "outputs": {},
+        "predicted": class_label(explainer, int(p.argmax())),
+        "probability": float(p.max()),
+        "target": class_label(explainer, int(first.targets[i])),
+        "score": float(first.scores[i]),
+    }
+    header = header_lines(path.name, rec["predicted"], rec["probability"], rec["target"])
+    maps, galleries = [], {}
+    for method, e in explained.items():
+        several = len(e.heatmaps) > 1
+        for name, heat in e.heatmaps.items():
+            key = f"{method}-{name}" if several else method
+            raw = e.raw[name][i]
+            paths = _output_paths(folder, key)
+            label = method_label(method, name)
+            maps.append(Maps(key, label, heat[i], raw if raw.ndim == 3 else None, paths))
+            rec["outputs"][key] = {k: str(v) for k, v in paths.items()}
+        if several:  # one figure per image: the method at every layer
+            gallery = folder / f"{method}_layers.png"
+            what = f"{method} at every layer"
+            galleries[gallery] = (
+                header_lines(path.name, rec["predicted"], rec["probability"], rec["target"], what),
+                [(n, h[i]) for n, h in e.heatmaps.items()],
+            )
+            rec.setdefault("galleries", {})[method] = str(gallery)
+    return rec, ImageJob(*photo, header, maps, galleries)
 
 
 def class_label(explainer: Explainer, index: int) -> str:
