@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -128,7 +129,8 @@ def test_evaluate_and_predict_on_a_run(tiny_run, tmp_path):
     assert r.exit_code == 0
     assert "precision" in r.output and "circle" in r.output
 
-    r = run_cli("evaluate", str(tiny_run), "--split", "train")  # every command: the same splits
+    copy = shutil.copytree(tiny_run, tmp_path / "copy")  # metrics.json gains "train"
+    r = run_cli("evaluate", str(copy), "--split", "train")  # every command: the same splits
     assert r.exit_code == 0 and r.output.startswith("train: accuracy"), r.output
 
     import pandas as pd

@@ -4,6 +4,7 @@ skipped with its reason; never a traceback, never a write outside the folder the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -13,11 +14,14 @@ from conftest import make_folder, run_cli
 
 from tfcam.errors import UserError
 
+PROGRESS_LINE = re.compile(r"^tfcam: (?!error:).*(\d+/\d+ |ETA \d|in \d+:\d\d)")
+
 
 def one_line_error(result, *pieces) -> str:
     """The single ``tfcam: error:`` line of a result that exited with 2, holding ``pieces``."""
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
+    # Progress lines of work done before the mistake (a pipe shows them) are not errors.
+    lines = [ln for ln in result.stderr.strip().splitlines() if not PROGRESS_LINE.match(ln)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("tfcam: error: "), lines[0]
     assert "Traceback" not in result.output

@@ -296,6 +296,9 @@ def test_hostile_names_never_run_in_a_browser(hostile, which):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(path.resolve().as_uri())
         page.wait_for_load_state("load")
+        # The explain index loads its thumbnails lazily: ask for all of them, then wait.
+        page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
         seen = page.evaluate(_PROBE)
         browser.close()
     assert dialogs == [] and errors == []

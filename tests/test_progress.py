@@ -177,6 +177,7 @@ def test_log_lines_do_not_tear_the_bar(monkeypatch):
 def test_mode_is_decided_on_the_kept_terminal_not_on_the_filters_pipe(monkeypatch):
     monkeypatch.delenv("TFCAM_PROGRESS", raising=False)
     monkeypatch.setenv("TERM", "xterm")
+    progress.configure("auto")  # an earlier `tfcam -q` in this process chose lines
     master, slave = pty.openpty()
     read_end, write_end = os.pipe()
     try:

@@ -11,6 +11,7 @@ atomic writes in progress: every file is either its old or its new self, never h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -63,10 +64,21 @@ def setup_logging(quiet: bool) -> None:
 def fail(message: str, code: int) -> None:
     """One line on stderr, ``tfcam: error: …``, and the exit code."""
     click.echo(f"tfcam: error: {message}", err=True)
+    if code == 130 and _interrupts["installed"]:
+        # Interrupted, and every file is already whole: leave now. Python's shutdown resets the
+        # Ctrl-C handler, so a second Ctrl-C during TensorFlow's slow teardown would otherwise
+        # kill the process by the signal instead of exiting with 130.
+        from tfcam.cli.stderr import drain_stderr
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        drain_stderr()
+        os._exit(130)
     sys.exit(code)
 
 
-_interrupts = {"count": 0}
+_interrupts = {"count": 0, "installed": False}
 
 
 def _on_sigint(signum, frame) -> None:
@@ -88,6 +100,7 @@ def handle_interrupts() -> None:
     calls it; an in-process ``CliRunner`` keeps its host's handler)."""
     if threading.current_thread() is threading.main_thread():
         _interrupts["count"] = 0
+        _interrupts["installed"] = True
         signal.signal(signal.SIGINT, _on_sigint)
 
 

@@ -62,6 +62,7 @@ def filter_native_stderr() -> None:
 
     _stderr_filter["thread"] = thread
     _stderr_filter["original"] = original
+    _stderr_filter["drain"] = drain
     progress.use_terminal(original)
     atexit.register(drain)
 
@@ -77,3 +78,11 @@ def terminal_fd() -> int:
     """The file descriptor of the real stderr (the filter's pump may not run again when the
     process ends with ``os._exit``)."""
     return _stderr_filter.get("original", 2)
+
+
+def drain_stderr() -> None:
+    """Forwards what is still in the filter's pipe to the terminal and puts it back on fd 2 (for
+    a process about to end with ``os._exit``, which skips the ``atexit`` drain)."""
+    drain = _stderr_filter.pop("drain", None)
+    if drain is not None:
+        drain()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfcam.data.pipeline import _decode_error_reason, _header_check, decode_image, letterbox
+from tfcam.data.pipeline import _decode_error_reason, check_image_file, decode_image, letterbox
 from tfcam.data.resize import as_hw, resize_image
 from tfcam.errors import UserError
 
@@ -108,18 +108,14 @@ def read_for_explanation(
         UserError: A missing or unreadable file (its name and the reason), as ``read_images``.
     """
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise UserError(f"Image not found: '{p}'")
-    reason = _header_check(p)
-    if reason:
-        raise UserError(f"Cannot use image '{p}': {reason}")
+    check_image_file(p)
     try:
         img, hw = decode_image(tf.io.read_file(tf.constant(os.fsencode(p))), image_size)
         x = resize_image(img, image_size, resize)
         if resize == "native":
             x = letterbox(x, image_size)
         x = x.numpy()
-    except tf.errors.OpError:
+    except (tf.errors.OpError, UnicodeDecodeError):  # (TensorFlow may quote the bytes)
         raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
     full_hw = (int(hw[0]), int(hw[1]))
     decoded = img.numpy()

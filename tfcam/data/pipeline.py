@@ -496,6 +496,19 @@ def scan_files(
     return result
 
 
+def check_image_file(path: str) -> None:
+    """Refuses, before decoding, a file that is missing or whose header rules it out.
+
+    Raises:
+        UserError: Naming the file and the reason (not found, unsupported format, too large).
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"Image not found: '{path}'")
+    reason = _header_check(path)
+    if reason:
+        raise UserError(f"Cannot use image '{path}': {reason}")
+
+
 def read_images(
     paths: Sequence[str], image_size: int | Sequence[int], resize: str = "stretch"
 ) -> np.ndarray:
@@ -506,11 +519,7 @@ def read_images(
     """
     out = []
     for p in paths:
-        if not os.path.isfile(p):
-            raise UserError(f"Image not found: '{p}'")
-        reason = _header_check(p)
-        if reason:
-            raise UserError(f"Cannot use image '{p}': {reason}")
+        check_image_file(p)
         try:
             img = load_image(tf.constant(os.fsencode(p)), image_size, resize)
             if resize == "native":
