@@ -317,3 +317,16 @@ def test_hostile_names_never_run_in_a_browser(hostile, which):
             assert raw[1:] in seen["ids"], raw
         else:
             assert _local_file(url).exists(), (raw, url)
+
+
+def test_table_escapes_every_label_and_cell_and_links_only_by_href():
+    import pandas as pd
+
+    from tfcam.report.safe import table
+
+    bad = '"><script>alert(1)</script>'
+    frame = pd.DataFrame({bad: [bad, None], "plain": ["1", float("nan")]}, index=[bad, "b"])
+    out = table(frame, column_links={bad: "javascript:alert(1)/report/index.html"})
+    assert "<script>" not in out and out.count("&lt;script&gt;") == 3  # header, row label, cell
+    assert 'href="javascript%3Aalert%281%29/report/index.html"' in out
+    assert out.count("<td></td>") == 2  # missing cells

@@ -20,7 +20,8 @@ import pandas as pd
 
 from tfcam.errors import UserError
 from tfcam.io import atomic_path, read_json, write_json, write_text
-from tfcam.report.safe import esc, link
+from tfcam.report.safe import esc
+from tfcam.report.safe import table as table_html
 from tfcam.runs import Run, default_run_dir, read_history
 
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch", "seconds")
@@ -181,17 +182,10 @@ def write_compare(
         Path(tmp).write_bytes(to_png(overlaid_learning_curves(histories), dpi=90 * FIGURE_SCALE))
 
     shown = transposed(table)
-    links = []
-    for name in shown.columns:
-        report = names[name] / "report" / "index.html"
-        rel = os.path.relpath(report, out)
-        links.append(link(rel, name) if report.is_file() else esc(name))
-    # to_html(escape=False) below, so every cell and label is escaped here (the links above are).
-    shown.columns = links
-    shown = shown.map(esc)
-    shown.index = [esc(c) for c in shown.index]
+    reports = {name: names[name] / "report" / "index.html" for name in shown.columns}
+    column_links = {n: os.path.relpath(r, out) for n, r in reports.items() if r.is_file()}
     parts = [f'<p class="muted">{esc(w)}</p>' for w in warnings]
-    parts.append(shown.to_html(escape=False, na_rep=""))
+    parts.append(table_html(shown, column_links=column_links))
     sections = [
         ("table", "Runs", parts),
         (

@@ -76,3 +76,33 @@ def markdown_code(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
+
+
+def table(frame, *, column_links: dict | None = None, na: str = "") -> str:
+    """``frame`` (a pandas DataFrame) as an HTML table, every label and cell escaped here.
+
+    Pandas' own ``to_html`` escapes too, but cannot hold a link in a header; this builds the same
+    ``<table class="dataframe">`` shape so a column can head with a link to a file beside the page.
+
+    Args:
+        frame: The table; its index becomes the row headers.
+        column_links: ``{column: relative path}`` for columns whose header links to a file.
+        na: Text for missing cells.
+    """
+    links = column_links or {}
+
+    def cell(value: object) -> str:
+        missing = value is None or (isinstance(value, float) and value != value)
+        return na if missing else esc(value)
+
+    heads = "".join(
+        f"<th>{link(links[c], c) if c in links else esc(c)}</th>" for c in frame.columns
+    )
+    rows = "".join(
+        f"<tr><th>{esc(label)}</th>{''.join(f'<td>{cell(v)}</td>' for v in values)}</tr>"
+        for label, values in zip(frame.index, frame.itertuples(index=False), strict=True)
+    )
+    return (
+        '<table border="1" class="dataframe"><thead><tr style="text-align: right;"><th></th>'
+        f"{heads}</tr></thead><tbody>{rows}</tbody></table>"
+    )
