@@ -20,8 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfcam.data.pipeline import _decode_error_reason, check_image_file, decode_image, letterbox
-from tfcam.data.resize import as_hw, resize_image
+from tfcam.data.pipeline import (
+    _decode_error_reason,
+    check_image_file,
+    compiled_loader,
+    decode_image,
+)
+from tfcam.data.resize import as_hw
 from tfcam.errors import UserError
 
 
@@ -110,10 +115,7 @@ def read_for_explanation(
     p = os.fspath(path)
     check_image_file(p)
     try:
-        img, hw = decode_image(tf.io.read_file(tf.constant(os.fsencode(p))), image_size)
-        x = resize_image(img, image_size, resize)
-        if resize == "native":
-            x = letterbox(x, image_size)
+        x, img, hw = compiled_loader(as_hw(image_size), resize)(tf.constant(os.fsencode(p)))
         x = x.numpy()
     except (tf.errors.OpError, UnicodeDecodeError):  # (TensorFlow may quote the bytes)
         raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None

@@ -16,6 +16,7 @@ image thinner than ``1:MAX_ASPECT`` is listed as suspicious and left out of trai
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -517,15 +518,32 @@ def read_images(
     Raises:
         UserError: A file is missing or not a readable image (its name and the reason).
     """
+    load = compiled_loader(as_hw(image_size), resize)
     out = []
     for p in paths:
         check_image_file(p)
         try:
-            img = load_image(tf.constant(os.fsencode(p)), image_size, resize)
-            if resize == "native":
-                img = letterbox(img, image_size)
-            out.append(img.numpy())
+            out.append(load(tf.constant(os.fsencode(p)))[0].numpy())
         except (tf.errors.OpError, UnicodeDecodeError):
             raise UserError(f"Cannot use image '{p}': {_decode_error_reason(p)}") from None
     h, w = as_hw(image_size)
     return np.stack(out) if out else np.zeros((0, h, w, 3), np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_loader(image_size: tuple[int, int], resize: str):
+    """One file path in, ``(model_input, decoded, full_hw)`` out, compiled once per size and mode:
+    the model's input as :func:`load_image` (and, in ``native`` mode, :func:`letterbox`) makes it,
+    float32 ``[H, W, 3]``; the decoded upright image, uint8 (reduced for big JPEGs); and the
+    image's full ``(height, width)``. Run eagerly, the dozens of small operations of decoding cost
+    more than the decoding itself (18 ms against 7 ms a photo)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def load(path):
+        img, hw = decode_image(tf.io.read_file(path), image_size)
+        x = resize_image(img, image_size, resize)
+        if resize == "native":
+            x = letterbox(x, image_size)
+        return x, img, hw
+
+    return load
