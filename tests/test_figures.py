@@ -227,3 +227,31 @@ def test_user_named_text_with_dollars_draws_as_plain_text():
                 assert not t._parse_math, t.get_text()  # drawn literally, not as maths
     # The decorator leaves the user's own matplotlib settings alone.
     assert matplotlib.rcParams["text.parse_math"] is True
+
+
+def test_drawing_never_touches_pyplot_or_the_backend(tmp_path):
+    """A notebook user's own pyplot figures keep their inline backend: before, importing
+    tfcam.viz called ``matplotlib.use("Agg")`` and drew through pyplot (which also keeps every
+    figure until it is closed)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys, matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import numpy as np, pandas as pd\n"
+        "from tfcam.viz import gallery, overlay, patches, plots\n"
+        "h = pd.DataFrame({'epoch': [1, 2], 'phase': [1, 2], 'loss': [1.0, 0.5],\n"
+        "                  'accuracy': [0.5, 0.9], 'val_loss': [1.1, 0.6], 'val_accuracy': [0.4, 0.8]})\n"
+        "png = plots.to_png(plots.learning_curves(h))\n"
+        "arr = plots.figure_array(overlay.feature_grid(np.random.rand(6, 6, 4), [0, 1, 2]))\n"
+        "print(png[:4] == b'\\x89PNG', arr.ndim, matplotlib.get_backend(),\n"
+        "      'matplotlib.pyplot' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "3", "svg", "False"]

@@ -191,6 +191,24 @@ def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     perm = tf.where(plan[0] > 0, tf.constant([1, 0, 2]), tf.constant([0, 1, 2]))
     axes = tf.boolean_mask(tf.constant([0, 1]), plan[1:] > 0)
     out = tf.cond(
-        orientation > 1, lambda: tf.reverse(tf.transpose(image, perm), axes), lambda: image
+        orientation > 1, lambda: tf.reverse(transpose_pixels(image, perm), axes), lambda: image
     )
     return tf.ensure_shape(out, [None, None, image.shape[-1]])
+
+
+def transpose_pixels(image: tf.Tensor, perm: tf.Tensor) -> tf.Tensor:
+    """``tf.transpose(image, perm)`` (``perm`` swapping or keeping height and width) of an image;
+    an RGB uint8 one moves each pixel as one float32.
+
+    oneDNN prints "oneDNN supports DT_UINT8 only on platforms with AVX-512" on other CPUs when a
+    compiled graph holds a uint8 (or integer) transpose, into every notebook that reads images.
+    Each pixel's three bytes plus a fourth, 0x40, are one float32 whose exponent byte is 0x40:
+    always a normal finite number (never NaN, infinite or subnormal), so the transpose copies
+    its bits unchanged. One extra byte a pixel while it runs.
+    """
+    if image.dtype != tf.uint8 or image.shape[-1] != 3:
+        return tf.transpose(image, perm)
+    pad = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(0x40, tf.uint8))
+    as_float = tf.bitcast(tf.concat([image, pad], axis=-1), tf.float32)  # [h, w]
+    moved = tf.transpose(as_float, perm[:2])
+    return tf.bitcast(moved, tf.uint8)[..., :3]

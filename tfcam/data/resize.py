@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from tfcam.data.headers import transpose_pixels
 from tfcam.errors import UserError
 
 RESIZE_MODES = ("stretch", "pad", "crop", "native")
@@ -85,7 +86,7 @@ def bounded_resize(
 
     def transposed():
         flipped = _scale_and_translate(
-            tf.transpose(image, [1, 0, 2]),
+            transpose_pixels(image, tf.constant([1, 0, 2])),
             tf.reverse(size, [0]),
             tf.reverse(scale, [0]),
             tf.reverse(translation, [0]),

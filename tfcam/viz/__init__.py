@@ -21,11 +21,11 @@ def plain_text(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import matplotlib.pyplot as plt
+        import matplotlib
 
         args = tuple(_printable(a) for a in args)
         kwargs = {k: _printable(v) for k, v in kwargs.items()}
-        with plt.rc_context({"text.parse_math": False}):
+        with matplotlib.rc_context({"text.parse_math": False}):
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -39,3 +39,27 @@ def _printable(value):
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return type(value)(printable(v) for v in value)
     return value
+
+
+def figure(**kwargs):
+    """A matplotlib ``Figure`` on its own Agg canvas, outside pyplot.
+
+    tfcam never imports pyplot nor sets matplotlib's backend: a notebook user's own figures keep
+    showing inline, and figures drawn in a loop are freed with their last reference (pyplot would
+    keep each one until closed). Keyword arguments go to ``Figure`` (``figsize``, ``layout`` …).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, squeeze: bool = True, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them, from :func:`figure`
+    (``figsize``, ``layout`` … go to the figure; ``sharex``, ``gridspec_kw`` … to its grid)."""
+    grid_keys = ("sharex", "sharey", "width_ratios", "height_ratios", "subplot_kw", "gridspec_kw")
+    grid = {k: kwargs.pop(k) for k in grid_keys if k in kwargs}
+    fig = figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze, **grid)

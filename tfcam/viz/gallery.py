@@ -5,14 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfcam.viz import plain_text
+from tfcam.viz import plain_text, subplots
 from tfcam.viz.overlay import to_uint8
 
 
@@ -45,7 +41,7 @@ def image_grid(
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
     extra = 0.35 + (0.2 if captions else 0)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows,
         cols,
         figsize=(cols * cell, rows * (cell + extra) + (0.4 if suptitle else 0)),
@@ -110,7 +106,7 @@ def layer_grid(
     layers = list(overlays)
     cols = 1 + len(layers)
     rows = len(images)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.5), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.5), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]

@@ -14,9 +14,7 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 
-from tfcam.viz import plain_text
-
-matplotlib.use("Agg")
+from tfcam.viz import plain_text, subplots
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,9 +95,7 @@ def panel(
     tiles: list[np.ndarray], titles: list[str], *, suptitle: str = "", tile_inches: float = 3.0
 ):
     """A row of images with titles, as a matplotlib figure (use ``viz.plots.to_png`` to save)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(tiles), figsize=(tile_inches * len(tiles), tile_inches + 0.5), squeeze=False
     )
     for ax, tile, title in zip(axes[0], tiles, titles, strict=True):
@@ -125,12 +121,10 @@ def feature_grid(activations: np.ndarray, channels, *, title: str = "", cell: fl
     """
     import math
 
-    import matplotlib.pyplot as plt
-
     channels = list(channels)
     cols = math.ceil(math.sqrt(max(len(channels), 1)))
     rows = math.ceil(max(len(channels), 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, c in zip(axes.ravel(), channels, strict=False):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tfcam.viz import plain_text
+from tfcam.viz import figure, plain_text
 from tfcam.viz.overlay import to_uint8
 
 #: Distinct RGB colours for ranked boxes (the first is the strongest unit).
@@ -97,12 +97,10 @@ def patch_grid(
     """
     import math
 
-    import matplotlib.pyplot as plt
-
     n = max(len(patches), 1)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(cols * cell, rows * cell + (0.4 if suptitle else 0)))
+    fig = figure(figsize=(cols * cell, rows * cell + (0.4 if suptitle else 0)))
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_xticks([])

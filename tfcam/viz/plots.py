@@ -5,13 +5,10 @@ from __future__ import annotations
 import io
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tfcam.viz import plain_text
+from tfcam.viz import plain_text, subplots
 
 
 @plain_text
@@ -25,7 +22,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     Returns:
         A figure with two panels, titled "Loss" and "Accuracy".
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         for col, label, style in ((metric, "train", "-"), (f"val_{metric}", "validation", "--")):
             if col in history:
@@ -58,7 +55,7 @@ def batch_loss_curve(batches: pd.DataFrame) -> Figure:
         batches: ``batch_history.csv``: columns ``step`` (global batch index), ``epoch``, ``loss``
             (each batch's own loss, see :class:`tfcam.train.callbacks.BatchHistoryCSV`).
     """
-    fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
+    fig, ax = subplots(figsize=(10, 3.2), layout="constrained")
     ax.plot(batches["step"], batches["loss"], lw=0.8, alpha=0.45, label="batch")
     per_epoch = batches.groupby("epoch")["step"].count()
     window = int(max(3, min(50, per_epoch.median() if len(per_epoch) else 3)))
@@ -87,7 +84,7 @@ def class_distribution(counts: pd.DataFrame) -> Figure:
     classes = list(counts.index)
     splits = list(counts.columns)
     width = 0.8 / max(len(splits), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes) + 2), 3.6), layout="constrained")
+    fig, ax = subplots(figsize=(max(6, 0.9 * len(classes) + 2), 3.6), layout="constrained")
     x = np.arange(len(classes))
     for i, split in enumerate(splits):
         values = counts[split].fillna(0).to_numpy()
@@ -123,7 +120,7 @@ def confusion_matrix_figure(confusion, class_names, title: str = "Confusion matr
     # Room for the full names (8-pt text is about 0.07 inch a character; x labels run at 45°),
     # so long names widen the figure instead of squeezing the matrix.
     label = min(4.0, 0.07 * max((len(str(c)) for c in class_names), default=0))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, 2, figsize=(2 * (side + label) + 1, side + 0.7 * label), layout="constrained"
     )
     for ax, data, sub, fmt in (
@@ -159,7 +156,7 @@ def lr_finder_curve(df: pd.DataFrame, suggestion: float | None = None) -> Figure
         df: Columns ``lr`` and ``loss`` (optionally ``smoothed``).
         suggestion: A learning rate to mark.
     """
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    fig, ax = subplots(figsize=(6, 3.6), layout="constrained")
     ax.plot(df["lr"], df["loss"], alpha=0.4, label="loss")
     if "smoothed" in df:
         ax.plot(df["lr"], df["smoothed"], label="smoothed")
@@ -194,7 +191,7 @@ def effective_field_plot(
     """
     from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(5, 4.6), layout="constrained")
+    fig, ax = subplots(figsize=(5, 4.6), layout="constrained")
     im = ax.imshow(erf, cmap="magma", interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, label=colorbar_label)
     t, left, b, r = theoretical_box
@@ -232,7 +229,7 @@ def effective_field_plot(
 def field_growth_plot(table: pd.DataFrame, title: str = "") -> Figure:
     """Receptive-field size and stride per layer (local layers of a ``fields_table``)."""
     rows = table[table["R_y"] != "-"].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(9, 3.8), layout="constrained")
+    fig, ax = subplots(figsize=(9, 3.8), layout="constrained")
     ax.plot(rows.index, rows["R_y"].astype(int), label="size R", marker=".", ms=3)
     ax.plot(rows.index, rows["S_y"].astype(int), label="stride S", marker=".", ms=3)
     ax.set_yscale("log", base=2)
@@ -250,7 +247,6 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (and closes it)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -262,7 +258,6 @@ def figure_array(fig: Figure, dpi: int = 100):
     fig.set_dpi(dpi)
     fig.canvas.draw()
     out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
     return out
 
 
@@ -274,7 +269,7 @@ def deletion_insertion_plot(curves: dict, references=("random", "center")) -> Fi
         curves: ``{method: (deletion, insertion)}`` of :class:`tfcam.explain.metrics.Curves`.
         references: Methods drawn dashed (maps that know nothing about the model).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(10, 4), layout="constrained")
     for method, (dele, ins) in curves.items():
         style = "--" if method in references else "-"
         for ax, c in ((axes[0], dele), (axes[1], ins)):
@@ -295,7 +290,7 @@ def deletion_insertion_plot(curves: dict, references=("random", "center")) -> Fi
 @plain_text
 def sanity_plot(counts, down_to, spearman: dict) -> Figure:
     """Spearman correlation with the trained model's maps as more top layers are randomised."""
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    fig, ax = subplots(figsize=(8, 4), layout="constrained")
     x = list(range(len(counts)))
     for method, ys in spearman.items():
         ax.plot(x, ys, "o-", label=method)
@@ -318,8 +313,8 @@ def overlaid_learning_curves(histories: dict) -> Figure:
     Args:
         histories: ``{run name: history.csv as a DataFrame}``.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = subplots(1, 2, figsize=(11, 4), layout="constrained")
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, h) in enumerate(histories.items()):
         c = colours[i % len(colours)]
         x = h["epoch"] if "epoch" in h else range(1, len(h) + 1)
