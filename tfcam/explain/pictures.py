@@ -74,11 +74,13 @@ class ImageJob:
 
 
 def save_png(path: Path, rgb_or_grey: np.ndarray) -> None:
-    """Writes a uint8 RGB or grey array as PNG, atomically (:func:`tfcam.viz.png.encode_png`)."""
+    """Writes a uint8 RGB or grey array as PNG (:func:`tfcam.viz.png.encode_png`), atomically
+    but not flushed to the disk one by one: pictures can be drawn again, and the flushes took more
+    time than the drawing."""
     from tfcam.io import write_bytes
     from tfcam.viz.png import encode_png
 
-    write_bytes(path, encode_png(rgb_or_grey))
+    write_bytes(path, encode_png(rgb_or_grey), durable=False)
 
 
 def draw_image(job: ImageJob, *, alpha: float = 0.4) -> None:
