@@ -108,7 +108,7 @@ def flatten_model(model: keras.Model) -> keras.Model:
     out = run(model, inp)
     flat = keras.Model(inp, out, name=f"{model.name}")
     for old, new in copies:
-        if old.weights:
+        if getattr(old, "weights", None):  # operations (``a + b``) have none
             new.set_weights(old.get_weights())
     return flat
 
