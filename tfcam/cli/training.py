@@ -57,7 +57,7 @@ def backbones(as_json: bool, markdown: bool) -> None:
       tfcam backbones --json
       tfcam fit DIR --backbone convnext_tiny --weights none
     """
-    from tfcam.models.registry import markdown_table, rows
+    from tfcam.models.registry import markdown_table, options_text, rows
 
     if as_json and markdown:
         raise UserError("Give --json or --markdown, not both")
@@ -76,7 +76,7 @@ def backbones(as_json: bool, markdown: bool) -> None:
             f"{r['parameters'] / 1e6:.1f}M",
             f"{r['default_size']} ({r['min_size']})",
             r["explanation_layer"],
-            ", ".join(f"{k}={v}" for k, v in r["options"].items()),
+            options_text(r["options"]),
         )
         for r in items
     ]

@@ -149,7 +149,8 @@ def get_backbone(name: str) -> Backbone:
     """Looks a backbone up by name.
 
     Raises:
-        UserError: The name is not registered; the message lists the registered names.
+        UserError: The name is not registered; the message names the nearest registered names
+            and ``tfcam backbones``, which lists them all.
     """
     try:
         return BACKBONES[name]
@@ -249,7 +250,8 @@ def rows() -> list[dict[str, Any]]:
     ]
 
 
-def _options_text(options: Mapping[str, Any]) -> str:
+def options_text(options: Mapping[str, Any]) -> str:
+    """Options and their defaults on one line: ``alpha=1.0, minimalistic=False``."""
     return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
@@ -260,7 +262,7 @@ def markdown_table() -> str:
         "|---|---|---|---:|---:|---|---|",
     ]
     for r in rows():
-        opts = _options_text(r["options"])
+        opts = options_text(r["options"])
         lines.append(
             f"| `{r['name']}` | {r['family']} | {r['source']} | {r['parameters'] / 1e6:.1f} M "
             f"| {r['default_size']} (≥ {r['min_size']}) | `{r['explanation_layer']}` "
