@@ -82,6 +82,7 @@ def test_unknown_backbone_names_the_nearest_not_all():
 # Acceptance 2: trained one epoch and explained from the command line
 
 
+@pytest.mark.slow  # a few minutes: XLA compiles ConvNeXt's grouped convolutions on CPU
 @pytest.mark.parametrize("backbone", ["convnext_tiny", "efficientnet_v2_b0"])
 def test_fit_two_phases_and_explain_from_the_cli(backbone, tmp_path):
     data = make_folder(tmp_path / "data", per_class=4, size=32)
