@@ -15,7 +15,7 @@ from tfcam.explain.cams import explain_cam
 from tfcam.explain.engine import Explainer
 from tfcam.models import BACKBONES
 from tfcam.models.applications import FAMILIES, MODELS
-from tfcam.models.build import build_classifier
+from tfcam.models.build import backbone_layers, build_classifier, set_backbone_trainable
 
 APPLICATIONS = sorted(n for n, bb in BACKBONES.items() if bb.source == "keras.applications")
 
@@ -93,6 +93,9 @@ def test_backbone_builds_flat_explains_at_both_layers_and_preprocesses_once(name
             h = e.heatmaps[layer]
             assert h.shape == (1, size, size) and np.isfinite(h).all()
             assert h.min() >= 0 and h.max() <= 1
+        # Fine-tuning from the last stage unfreezes the top of the network, not all of it.
+        n = set_backbone_trainable(model, True, from_layer=bb.last_stage)
+        assert 0 < n < len(backbone_layers(model))
     finally:
         del model
         keras.backend.clear_session()
