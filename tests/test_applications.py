@@ -184,3 +184,17 @@ def test_mixed_precision_builds_and_explains(name):
     finally:
         keras.mixed_precision.set_global_policy("float32")
         keras.backend.clear_session()
+
+
+def test_nasnet_refuses_images_of_any_size_in_one_line():
+    from tfcam.config import load_experiment
+    from tfcam.errors import UserError
+
+    with pytest.raises(UserError, match="nasnet_mobile needs a fixed input size"):
+        load_experiment("shapes", ["model.backbone=nasnet_mobile", "data.resize=native"])
+    with pytest.raises(UserError, match="'nasnet_large' needs a fixed input size"):
+        build_classifier(backbone="nasnet_large", num_classes=2, image_size=64, variable_size=True)
+    assert [n for n, bb in BACKBONES.items() if not bb.any_size] == [
+        "nasnet_mobile",
+        "nasnet_large",
+    ]

@@ -108,6 +108,7 @@ FAMILIES: dict[str, dict] = {
         "paper": "Zoph et al. 2018, Learning Transferable Architectures for Scalable Image "
         "Recognition",
         "preprocess": "tf",
+        "any_size": False,
         "output_name": "out_relu",
         "cam_layer": "out_relu",
         "early_layer": "reduction_concat_stem_1",

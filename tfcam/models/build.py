@@ -110,6 +110,11 @@ def build_classifier(
         raise UserError(
             f"Backbone '{bb.name}' needs inputs of at least {bb.min_size} px, got {h}×{w}"
         )
+    if variable_size and not bb.any_size:
+        raise UserError(
+            f"Backbone '{bb.name}' needs a fixed input size, not images of any size "
+            "(data.resize: native). Use stretch, pad or crop"
+        )
     weights_arg = _weights_arg(weights, bb)
 
     inputs = keras.Input((None, None, 3) if variable_size else (h, w, 3), name="image")

@@ -65,6 +65,9 @@ class Backbone:
             NASNet would be ``layer_normalization_<n>``, ``activation_<n>``: numbers that
             depend on what was built before in the process).
         paper: The paper that introduced the network.
+        any_size: Whether the network takes images of any size (``data.resize: native``, an
+            input of ``[N, None, None, 3]``). NASNet does not: its cells compare the shapes of
+            their two inputs when built, and with unknown sides they fail when run.
     """
 
     name: str
@@ -85,6 +88,7 @@ class Backbone:
     constructor_args: Mapping[str, Any] = field(default_factory=dict)
     output_name: str = ""
     paper: str = ""
+    any_size: bool = True
 
     def __post_init__(self) -> None:
         if not self.last_stage:
@@ -243,6 +247,7 @@ def rows() -> list[dict[str, Any]]:
             "last_stage": bb.last_stage,
             "options": dict(bb.options),
             "imagenet": bb.imagenet,
+            "any_size": bb.any_size,
             "paper": bb.paper,
             "description": bb.description,
         }
