@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-COMMANDS = ["experiments", "fit", "evaluate", "predict", "report"]
+COMMANDS = ["experiments", "backbones", "fit", "evaluate", "predict", "report"]
 
 
 def test_importing_the_cli_and_every_help_leave_tensorflow_out():
@@ -28,6 +28,9 @@ def test_importing_the_cli_and_every_help_leave_tensorflow_out():
         "r = CliRunner().invoke(cli, ['experiments'])\n"
         "assert r.exit_code == 0 and 'shapes' in r.output\n"
         "assert 'tensorflow' not in sys.modules, 'listing experiments imported TensorFlow'\n"
+        "r = CliRunner().invoke(cli, ['backbones', '--json'])\n"
+        "assert r.exit_code == 0 and 'convnext_tiny' in r.output\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'backbones'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -68,7 +71,7 @@ def _assert_one_line_error(result, *pieces):
         ),
         (
             ["fit", "-e", "shapes", "--set", "model.backbone=resnet5"],
-            ["Unknown backbone 'resnet5'", "resnet50", "vgg16"],
+            ["Unknown backbone 'resnet5'", "resnet50", "`tfcam backbones` lists them all"],
         ),
         (
             ["fit", "-e", "shapes", "--set", "train.epoch=3"],

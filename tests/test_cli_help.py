@@ -18,6 +18,7 @@ HELP_DIR = Path(__file__).parent / "help"
 COMMANDS = [
     "",
     "augment-preview",
+    "backbones",
     "compare",
     "config",
     "evaluate",

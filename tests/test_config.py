@@ -75,7 +75,10 @@ def test_extra_values_override_after_sets(tmp_path):
         ("train.epochs=three", ["Invalid value for train.epochs: 'three'", "an integer"]),
         ("train.optimizer=adagrad", ["Invalid value for train.optimizer: 'adagrad'", "adam, sgd"]),
         ("data.resize=squash", ["data.resize", "stretch, pad, crop"]),
-        ("model.backbone=resnet51", ["Unknown backbone 'resnet51'", "resnet50", "mobilenet_v2"]),
+        (
+            "model.backbone=resnet51",
+            ["Unknown backbone 'resnet51'", "resnet50", "resnet50_v2", "tfcam backbones"],
+        ),
         ("train.learning_rate=-1", ["train.learning_rate", "must be positive"]),
         ("data.val_fraction=1.5", ["data.val_fraction", "[0, 1)"]),
         ("model.options.beta=2", ["takes no option 'beta'", "width"]),

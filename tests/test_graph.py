@@ -134,3 +134,28 @@ def test_flatten_model_inlines_sub_models_and_renames_clashes():
     assert seen == ["conv", "relu", "pool", "conv"]
     np.testing.assert_allclose(np.asarray(out), nested(x).numpy(), rtol=1e-5, atol=1e-6)
     assert nested.layers[0] is base and len(nested.layers) == 3  # the user's model is untouched
+
+
+def test_operations_between_layers_are_copied_too():
+    """ConvNeXt adds its residuals with ``a + b`` (a Keras operation, not a layer, with no
+    weights) and builds its stem as a ``Sequential``: flattening and folding keep the outputs."""
+    from tfcam.models.graph import flatten_model, fold_batchnorm, is_nested
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((16, 16, 3))
+    stem = keras.Sequential(
+        [keras.layers.Conv2D(4, 2, strides=2, name="stem_conv"), keras.layers.BatchNormalization()],
+        name="stem",
+    )
+    h = stem(inp)
+    h = h + keras.layers.Conv2D(4, 3, padding="same", name="branch")(h)
+    out = keras.layers.Dense(2, activation="softmax", name="predictions")(
+        keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    )
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
+    flat = flatten_model(model)
+    assert not is_nested(flat) and flat.get_layer("stem_conv")
+    np.testing.assert_allclose(flat(x), model(x), rtol=1e-5, atol=1e-6)
+    pooled = keras.Model(flat.inputs, flat.get_layer("pool").output)(x)
+    np.testing.assert_allclose(fold_batchnorm(flat, ["pool"])(x), pooled, rtol=1e-4, atol=1e-5)

@@ -511,6 +511,12 @@ def validate(cfg: ExperimentConfig) -> None:
         "flatten needs a fixed input size; with data.resize=native use spp, gap or avgmax",
     )
     need(
+        bb.any_size or d.resize != "native",
+        "data.resize",
+        d.resize,
+        f"backbone {bb.name} needs a fixed input size; use stretch, pad or crop",
+    )
+    need(
         m.hidden_units >= 0, "model.hidden_units", m.hidden_units, "0 for none, or a positive size"
     )
 

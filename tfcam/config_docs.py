@@ -29,7 +29,8 @@ EXTRA_DOCS = {
     "data.test_fraction": "Share held out for testing when there are no split folders at all.",
     "data.cache": "Keep decoded images in memory after the first epoch.",
     "data.augment": "Augmentation name: probability (tfcam augment-preview shows them).",
-    "model.backbone": "A registered backbone (--backbone): resnet50, mobilenet_v2, simple_cnn …",
+    "model.backbone": "A registered backbone (--backbone), e.g. convnext_tiny; tfcam backbones "
+    "lists them.",
     "model.weights": "imagenet, none (random initialisation) or a weights file (--weights).",
     "model.options": "Constructor options of the backbone, e.g. {alpha: 0.35} for MobileNetV2.",
     "model.hidden_units": "A dense layer before the classifier (0: none).",

@@ -20,7 +20,14 @@ class TrainingDiverged(RuntimeError):
     """Training stopped because the loss became NaN or infinite."""
 
 
-def choices_message(what: str, received: object, choices: Iterable[str], *, limit: int = 40) -> str:
+def choices_message(
+    what: str,
+    received: object,
+    choices: Iterable[str],
+    *,
+    limit: int = 40,
+    listing: str | None = None,
+) -> str:
     """Builds "Unknown <what> 'x'. Did you mean 'y'? Choose from: a, b, c".
 
     Args:
@@ -28,6 +35,9 @@ def choices_message(what: str, received: object, choices: Iterable[str], *, limi
         received: The value the user gave.
         choices: The valid values.
         limit: At most this many choices are listed; the rest are counted.
+        listing: A command that lists every choice (``tfcam backbones``): with more choices than
+            ``limit``, the ``limit`` nearest to what was received are listed, and the command
+            named, instead of the first ``limit`` of a long line.
 
     Returns:
         A one-line message.
@@ -37,6 +47,12 @@ def choices_message(what: str, received: object, choices: Iterable[str], *, limi
     close = difflib.get_close_matches(str(received), choices, n=3, cutoff=0.6)
     if close:
         msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if listing and len(choices) > limit:
+        near = difflib.get_close_matches(str(received), choices, n=limit, cutoff=0.0)
+        return (
+            f"{msg} Nearest of {len(choices)} {what}s: {', '.join(near)} "
+            f"(`{listing}` lists them all)"
+        )
     shown = ", ".join(choices[:limit])
     if len(choices) > limit:
         shown += f", … ({len(choices) - limit} more)"

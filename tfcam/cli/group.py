@@ -109,6 +109,7 @@ def handle_interrupts() -> None:
 #: named here follows, alphabetically, with the first sentence of its help.
 WORKFLOW = {
     "experiments": "List the bundled experiments, one line each.",
+    "backbones": "List the backbones: family, source, parameters, size, explanation layer.",
     "config": "Print an experiment's resolved config as commented YAML.",
     "fit": "Train an experiment (or a folder of class folders) into a run directory.",
     "evaluate": "Accuracy, loss and per-class precision/recall/F1 of a run on a split.",

@@ -130,7 +130,8 @@ SHORTCUTS: dict[str, tuple[str, click.ParamType, str, str]] = {
         "model.backbone",
         click.STRING,
         "NAME",
-        "Backbone, e.g. resnet50, mobilenet_v2, simple_cnn (same as --set model.backbone=NAME).",
+        "Backbone, e.g. resnet50, convnext_tiny, efficientnet_v2_b0, simple_cnn; `tfcam "
+        "backbones` lists them (same as --set model.backbone=NAME).",
     ),
     "image_size": (
         "data.image_size",

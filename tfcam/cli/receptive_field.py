@@ -16,7 +16,8 @@ from tfcam.errors import UserError
 @cli.command("receptive-field")
 @click.argument("run_dir", required=False, metavar="[RUN_DIR]")
 @click.option(
-    "--backbone", help="A registry backbone (built with random weights; see `tfcam fit`)."
+    "--backbone",
+    help="A registry backbone (built with random weights; `tfcam backbones` lists them).",
 )
 @count_option(
     "--input-size", help="Input side in pixels (--backbone, or a model without a fixed size)."

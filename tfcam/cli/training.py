@@ -1,4 +1,5 @@
-"""Commands that train or prepare training: experiments, fit (and sweeps), augment-preview, lr-find."""
+"""Commands that train or prepare training: experiments, backbones, fit (and sweeps),
+augment-preview, lr-find."""
 
 from __future__ import annotations
 
@@ -39,6 +40,50 @@ def experiments(as_json: bool) -> None:
     width = max(map(len, items), default=0)
     for name, desc in items.items():
         click.echo(f"{name:<{width}}  {desc}")
+
+
+@cli.command()
+@json_option("Print JSON only: one entry per backbone, with every field of its registry row.")
+@click.option("--markdown", is_flag=True, help="Print the table of the README (Markdown).")
+def backbones(as_json: bool, markdown: bool) -> None:
+    """List the registered backbones: family, source, parameters, size, explanation layer.
+
+    Parameters are those of the network without its top, at the default options; the size is
+    the default input side and, in brackets, the smallest. Any name goes to --backbone.
+
+    \b
+    Examples:
+      tfcam backbones
+      tfcam backbones --json
+      tfcam fit DIR --backbone convnext_tiny --weights none
+    """
+    from tfcam.models.registry import markdown_table, options_text, rows
+
+    if as_json and markdown:
+        raise UserError("Give --json or --markdown, not both")
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    items = rows()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    table = [
+        (
+            r["name"],
+            r["family"],
+            r["source"],
+            f"{r['parameters'] / 1e6:.1f}M",
+            f"{r['default_size']} ({r['min_size']})",
+            r["explanation_layer"],
+            options_text(r["options"]),
+        )
+        for r in items
+    ]
+    header = ("name", "family", "source", "params", "size", "explanation layer", "options")
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+    for row in [header, *table]:
+        click.echo("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 @cli.command("config")

@@ -163,6 +163,9 @@ def find_head(model: keras.Model) -> _Head:
             kernel, bias = out_layer.kernel, out_layer.bias
 
             def to_logits(h):
+                # As Keras casts a layer's input: float16 features of a mixed-precision model
+                # meet the output layer's float32 kernel.
+                h = tf.cast(h, kernel.dtype)
                 z = tf.matmul(h, tf.convert_to_tensor(kernel))
                 return z + tf.convert_to_tensor(bias) if bias is not None else z
 

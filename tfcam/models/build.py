@@ -28,6 +28,7 @@ import keras
 from keras import layers
 
 from tfcam.errors import UserError, choices_message, damaged, first_line
+from tfcam.models.graph import flatten_model, is_nested
 from tfcam.models.layers import FillPadding, GlobalPool, Preprocess, SpatialPyramidPooling
 from tfcam.models.registry import Backbone, get_backbone
 
@@ -109,6 +110,11 @@ def build_classifier(
         raise UserError(
             f"Backbone '{bb.name}' needs inputs of at least {bb.min_size} px, got {h}×{w}"
         )
+    if variable_size and not bb.any_size:
+        raise UserError(
+            f"Backbone '{bb.name}' needs a fixed input size, not images of any size "
+            "(data.resize: native). Use stretch, pad or crop"
+        )
     weights_arg = _weights_arg(weights, bb)
 
     inputs = keras.Input((None, None, 3) if variable_size else (h, w, 3), name="image")
@@ -121,7 +127,13 @@ def build_classifier(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                base = ctor(include_top=False, weights=weights_arg, input_tensor=x, **opts)
+                base = ctor(
+                    include_top=False,
+                    weights=weights_arg,
+                    input_tensor=x,
+                    **bb.constructor_args,
+                    **opts,
+                )
             except ValueError as e:
                 if from_file:
                     first = str(e).strip().splitlines()[0][:300]
@@ -142,6 +154,8 @@ def build_classifier(
             if w not in skipped:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         features = base.output
+        if bb.output_name:  # Keras left it unnamed (activation_<n>): a name that does not drift
+            base.layers[-1].name = bb.output_name
     else:
         try:
             features = ctor(x, **opts)
@@ -176,7 +190,10 @@ def build_classifier(
         outputs = layers.Dense(
             num_classes, activation="softmax", name=OUTPUT_NAME, dtype="float32"
         )(y)
-    return keras.Model(inputs, outputs, name=f"{bb.name}_classifier")
+    model = keras.Model(inputs, outputs, name=f"{bb.name}_classifier")
+    # ConvNeXt builds its stem and downsampling blocks as Sequential models: inlined, so that
+    # their layers too are reachable by name (the flat-graph guarantee above).
+    return flatten_model(model) if is_nested(model) else model
 
 
 def _reject_options(

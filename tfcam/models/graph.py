@@ -108,7 +108,7 @@ def flatten_model(model: keras.Model) -> keras.Model:
     out = run(model, inp)
     flat = keras.Model(inp, out, name=f"{model.name}")
     for old, new in copies:
-        if old.weights:
+        if getattr(old, "weights", None):  # operations (``a + b``) have none
             new.set_weights(old.get_weights())
     return flat
 
@@ -191,7 +191,7 @@ def fold_batchnorm(model: keras.Model, output_ops: Sequence[str] = ()) -> keras.
     inp = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
     outs = walk(model, inp, fn)
     for old, new in copies:
-        if old.weights:
+        if getattr(old, "weights", None):  # operations (``a + b``) have none
             new.set_weights(old.get_weights())
     for conv, bn, new in folded_layers:
         gamma = bn.gamma.numpy() if bn.gamma is not None else 1.0

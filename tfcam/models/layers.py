@@ -21,7 +21,9 @@ class Preprocess(keras.layers.Layer):
     The modes reproduce the ``preprocess_input`` functions of ``keras.applications``: ``tf``
     (scale to [-1, 1]), ``caffe`` (RGB→BGR, subtract the ImageNet mean), ``torch`` (scale to [0, 1],
     normalise with ImageNet mean and std); plus ``cifar`` (CIFAR-10 mean and std), ``unit``
-    (scale to [0, 1]) and ``none``.
+    (scale to [0, 1]), ``tf128`` (``x / 128 - 1``) and ``none``. ConvNeXt, EfficientNetV2 and
+    MobileNetV3 are built without their own preprocessing layers, which this layer replaces
+    exactly (``torch``, ``torch`` or ``tf128``, ``tf``: see :mod:`tfcam.models.applications`).
 
     Args:
         mode: One of ``PREPROCESS_MODES``.
@@ -52,6 +54,8 @@ class Preprocess(keras.layers.Layer):
             return (x / 255.0 - mean) / std
         if self.mode == "unit":
             return x / 255.0
+        if self.mode == "tf128":  # EfficientNetV2 S/M/L's Rescaling(1 / 128, offset=-1)
+            return x / 128.0 - 1.0
         return x
 
     def compute_output_shape(self, input_shape):

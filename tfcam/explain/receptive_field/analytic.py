@@ -97,6 +97,10 @@ _IDENTITY_CLASSES = [
     "Floor",
     "Ceil",
     "Round",
+    # keras.applications' own: ConvNeXt's per-channel scale and its stochastic depth (identity
+    # at inference)
+    "LayerScale",
+    "StochasticDepth",
 ]
 _MERGE_CLASSES = [
     "Add",
@@ -109,6 +113,7 @@ _MERGE_CLASSES = [
     "Divide",
     "TrueDivide",
     "Power",
+    "CustomScaleLayer",  # Inception-ResNet-v2's residual: x + scale * branch
 ]
 _UNSUPPORTED_REASONS = {
     "UpSampling2D": "upsampling maps several output units to one input unit",
