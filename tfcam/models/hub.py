@@ -15,7 +15,10 @@ Two families, each a flat stack of identical blocks over a token sequence:
 Every row takes its architecture as options that ``--set model.options.num_layers=2`` may
 override (``patch_size``, ``num_layers``, ``hidden_dim``, ``num_heads``, ``mlp_dim``; DINOv2 also
 ``num_register_tokens``); ``vit_test`` and ``dinov2_test`` are tiny sizes (2 blocks of width 32,
-patches of 8 px) for tests and from-scratch toys. With ``--weights hub:PRESET`` or a preset
+patches of 8 px) for tests, ``vit_micro`` (4 blocks of width 64, 4 px patches at 32 px) the one the
+``shapes_vit`` experiment trains from scratch. A row's ``cam_layer``/``last_stage`` name the last
+block of its own depth: with ``num_layers`` overridden or a preset, count the model's ``block_<i>``
+layers (:func:`last_blocks_start`). With ``--weights hub:PRESET`` or a preset
 directory, the architecture is the preset's own and these options are not used.
 
 The classifier built from a row (:mod:`tfcam.models.hub_graph`) is flat: ``image``,
@@ -94,6 +97,8 @@ def _row(
 HUB_BACKBONES: tuple[Backbone, ...] = (
     _row("vit_test", "vit", patch_size=8, num_layers=2, hidden_dim=32, num_heads=2, mlp_dim=64,
          size=32, what=", a tiny size for tests"),
+    _row("vit_micro", "vit", patch_size=4, num_layers=4, hidden_dim=64, num_heads=4, mlp_dim=128,
+         size=32, what=", a micro size trained from scratch by the shapes_vit experiment"),
     _row("vit_tiny", "vit", patch_size=16, num_layers=12, hidden_dim=192, num_heads=3,
          mlp_dim=768, size=224),
     _row("vit_small", "vit", patch_size=16, num_layers=12, hidden_dim=384, num_heads=6,

@@ -141,6 +141,16 @@ def _copy(dst: keras.layers.Layer, src: keras.layers.Layer) -> None:
     dst.set_weights(src.get_weights())
 
 
+def _blocks_and_norm(t, block_class, n, epsilon: float, **kwargs):
+    """``block_1`` … ``block_<n>`` (instances of ``block_class``), then ``encoder_norm``, applied
+    to the tokens ``t``; returns the normalised tokens, the blocks and the norm."""
+    blocks = [block_class(**kwargs, name=f"block_{i + 1}") for i in range(int(n))]
+    for block in blocks:
+        t = block(t)
+    norm = keras.layers.LayerNormalization(epsilon=epsilon, name="encoder_norm")
+    return norm(t), blocks, norm
+
+
 # --------------------------------------------------------------------------------------------
 # The two families
 
@@ -187,23 +197,20 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
     t = emb(x)
     if c["dropout_rate"]:
         t = keras.layers.Dropout(c["dropout_rate"], name="embedding_dropout")(t)
-    blocks = []
-    for i in range(int(c["num_layers"])):
-        block = ViTBlock(
-            num_heads=c["num_heads"],
-            hidden_dim=c["hidden_dim"],
-            mlp_dim=c["mlp_dim"],
-            use_mha_bias=c["use_mha_bias"],
-            use_mlp_bias=c["use_mlp_bias"],
-            dropout_rate=c["dropout_rate"],
-            attention_dropout=c["attention_dropout"],
-            layer_norm_epsilon=c["layer_norm_epsilon"],
-            name=f"block_{i + 1}",
-        )
-        t = block(t)
-        blocks.append(block)
-    norm = keras.layers.LayerNormalization(epsilon=c["layer_norm_epsilon"], name="encoder_norm")
-    t = norm(t)
+    t, blocks, norm = _blocks_and_norm(
+        t,
+        ViTBlock,
+        c["num_layers"],
+        c["layer_norm_epsilon"],
+        num_heads=c["num_heads"],
+        hidden_dim=c["hidden_dim"],
+        mlp_dim=c["mlp_dim"],
+        use_mha_bias=c["use_mha_bias"],
+        use_mlp_bias=c["use_mlp_bias"],
+        dropout_rate=c["dropout_rate"],
+        attention_dropout=c["attention_dropout"],
+        layer_norm_epsilon=c["layer_norm_epsilon"],
+    )
     if preset is not None:
         encoder = preset.get_layer("vit_encoder")
         _copy(emb, preset.get_layer("vit_patching_and_embedding"))
@@ -243,22 +250,19 @@ def dinov2_tokens(x, *, image_hw, options, source=None, name="dinov2"):
         name="patch_embedding",
     )
     t = emb(x)
-    blocks = []
-    for i in range(int(c["num_layers"])):
-        block = dinov2_layers.DINOV2Layer(
-            hidden_dim=c["hidden_dim"],
-            num_heads=c["num_heads"],
-            intermediate_dim=c["intermediate_dim"],
-            layer_scale_init_value=c["layer_scale_init_value"],
-            use_swiglu_ffn=c["use_swiglu_ffn"],
-            dropout_rate=c["dropout_rate"],
-            drop_path_rate=c["drop_path_rate"],
-            name=f"block_{i + 1}",
-        )
-        t = block(t)
-        blocks.append(block)
-    norm = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")
-    t = norm(t)
+    t, blocks, norm = _blocks_and_norm(
+        t,
+        dinov2_layers.DINOV2Layer,
+        c["num_layers"],
+        1e-6,  # keras-hub's DINOv2 layer norms
+        hidden_dim=c["hidden_dim"],
+        num_heads=c["num_heads"],
+        intermediate_dim=c["intermediate_dim"],
+        layer_scale_init_value=c["layer_scale_init_value"],
+        use_swiglu_ffn=c["use_swiglu_ffn"],
+        dropout_rate=c["dropout_rate"],
+        drop_path_rate=c["drop_path_rate"],
+    )
     if preset is not None:
         src = preset.embeddings
         for v, w in zip(emb.weights, src.weights, strict=True):
