@@ -52,7 +52,8 @@ class Backbone:
         applications: Whether the constructor follows the keras.applications signature.
         imagenet: Whether ``weights="imagenet"`` is available.
         description: One line for listings.
-        family: The architecture family (``ResNet``, ``ConvNeXt`` …), for listings.
+        family: The architecture family (``ResNet``, ``ConvNeXt`` …; ``vit``, ``dinov2`` for the
+            keras-hub rows of :mod:`tfcam.models.hub`), for listings.
         source: One of ``SOURCES``; by default ``keras.applications`` when ``applications`` is
             true, else ``tfcam``.
         params: Parameters of the network without its top at the default options (as
@@ -89,6 +90,11 @@ class Backbone:
     output_name: str = ""
     paper: str = ""
     any_size: bool = True
+
+    @property
+    def transformer(self) -> bool:
+        """A token-sequence backbone (keras-hub ViT / DINOv2): class-token heads, ``block_<i>``."""
+        return self.source == "keras-hub"
 
     def __post_init__(self) -> None:
         if not self.last_stage:
