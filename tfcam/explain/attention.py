@@ -22,6 +22,7 @@ Methods that need attention are refused on a model without known attention block
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -153,7 +154,7 @@ def attention_path(explainer: Explainer, method: str = "attention_rollout") -> A
             f"'{model.name}' has none (known blocks: {', '.join(BLOCK_FORWARDS)}); use a CAM "
             "method such as gradcam"
         )
-    for before, block in zip(blocks, blocks[1:], strict=False):
+    for before, block in itertools.pairwise(blocks):
         if block.input is not before.output:
             raise UserError(
                 f"Method '{method}' needs the transformer blocks to follow each other; in model "

@@ -119,7 +119,7 @@ def load_source(
 def layer_lines(model: keras.Model) -> list[str]:
     """``--list-layers``: every layer with a spatial or token output, the default one marked; a
     transformer's token layers say the patch grid they are seen as."""
-    from tfcam.explain.engine import model_size, default_layer, explainable_layers
+    from tfcam.explain.engine import default_layer, explainable_layers, model_size
     from tfcam.explain.tokens import token_grid, token_layers, unreachable_patches
 
     default = default_layer(model)
