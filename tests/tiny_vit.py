@@ -5,6 +5,54 @@ not wait for the builder's ``build_classifier(backbone="vit_…")``."""
 
 from __future__ import annotations
 
+import functools
+
+
+@functools.cache
+def _savable():
+    """Subclasses of keras-hub's ViT layers whose configs round-trip (keras-hub 0.32 writes
+    ``key_dim``, ``num_patches`` and ``num_positions`` that its constructors refuse), and the two
+    heads as layers, so a tiny ViT saves to ``model.keras`` and loads back like a run's model."""
+    import keras
+    from keras import ops
+    from keras_hub.src.models.vit.vit_layers import ViTEncoderBlock, ViTPatchingAndEmbedding
+
+    register = keras.saving.register_keras_serializable(package="tfcam_tests")
+
+    @register
+    class Embedding(ViTPatchingAndEmbedding):
+        def get_config(self):
+            cfg = super().get_config()
+            for key in ("num_patches", "num_positions"):
+                cfg.pop(key, None)
+            return cfg
+
+    @register
+    class Block(ViTEncoderBlock):
+        def get_config(self):
+            cfg = super().get_config()
+            cfg.pop("key_dim", None)
+            return cfg
+
+    @register
+    class ClassToken(keras.layers.Layer):
+        def call(self, x):
+            return x[:, 0]
+
+    @register
+    class PoolPatches(keras.layers.Layer):
+        def __init__(self, prefix=1, **kwargs):
+            super().__init__(**kwargs)
+            self.prefix = prefix
+
+        def call(self, x):
+            return ops.mean(x[:, self.prefix :], axis=1)
+
+        def get_config(self):
+            return {**super().get_config(), "prefix": self.prefix}
+
+    return Embedding, Block, ClassToken, PoolPatches
+
 
 def tiny_vit(
     *,
@@ -21,7 +69,8 @@ def tiny_vit(
     class_token: bool = True,
     seed: int = 0,
 ):
-    """A random ViT (``family="vit"``) or DINOv2 (``"dinov2"``) classifier, float32.
+    """A random ViT (``family="vit"``, savable to ``.keras``) or DINOv2 (``"dinov2"``)
+    classifier, float32.
 
     Args:
         image_size: ``(H, W)`` or an int; each divisible by ``patch``.
@@ -30,9 +79,8 @@ def tiny_vit(
         class_token: ViT only: without one, ``head`` must be ``pool``.
     """
     import keras
-    from keras import layers, ops
+    from keras import layers
     from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Embedding, DINOV2Layer
-    from keras_hub.src.models.vit.vit_layers import ViTEncoderBlock, ViTPatchingAndEmbedding
 
     from tfcam.models.layers import Preprocess
 
@@ -40,11 +88,12 @@ def tiny_vit(
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     inputs = keras.Input((h, w, 3), name="image")
     x = Preprocess("tf" if family == "vit" else "torch", name="preprocess")(inputs)
+    Embedding, Block, ClassToken, PoolPatches = _savable()
     if family == "vit":
-        x = ViTPatchingAndEmbedding(
+        x = Embedding(
             (h, w), (patch, patch), dim, use_class_token=class_token, name="patch_embedding"
         )(x)
-        block = lambda i: ViTEncoderBlock(heads, dim, mlp, name=f"block_{i}")  # noqa: E731
+        block = lambda i: Block(heads, dim, mlp, name=f"block_{i}")  # noqa: E731
     else:
         x = DINOV2Embedding(
             dim,
@@ -59,9 +108,9 @@ def tiny_vit(
         x = block(i)(x)
     x = layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
     if head == "token":
-        y = layers.Lambda(lambda t: t[:, 0], name="head_token")(x)
+        y = ClassToken(name="head_token")(x)
     else:
         prefix = (1 if class_token else 0) if family == "vit" else 1 + registers
-        y = layers.Lambda(lambda t: ops.mean(t[:, prefix:], axis=1), name="head_pool")(x)
+        y = PoolPatches(prefix, name="head_pool")(x)
     out = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(y)
     return keras.Model(inputs, out, name=f"tiny_{family}_classifier")

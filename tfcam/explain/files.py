@@ -405,10 +405,10 @@ def write_feature_maps(
         source.model, class_names=source.class_names, input_size=source.image_size
     )
     if not layers:
-        from tfcam.explain.engine import spatial_layers
+        from tfcam.explain.engine import explainable_layers
 
         early = getattr(source, "early_layer", None)
-        names = spatial_layers(explainer.model)
+        names = explainable_layers(explainer.model, explainer.input_size)
         layers = [early if early in names else names[min(1, len(names) - 1)]]
     layer_names = explainer.resolve_layers(list(layers))
     records = []
