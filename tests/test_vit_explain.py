@@ -298,17 +298,20 @@ def test_gradient_attention_equals_an_independent_tape():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
 
 
-def test_rollout_without_a_class_token_reads_the_mean_of_the_patch_rows():
+@pytest.mark.parametrize("class_token", [False, True])
+def test_rollout_under_a_pooled_head_reads_the_mean_of_the_patch_rows(class_token):
     from tfcam.explain.attention import attention_path
 
-    ex = Explainer(tiny_vit(head="pool", class_token=False))
+    ex = Explainer(tiny_vit(head="pool", class_token=class_token))
     x = _images(ex, 2)
     _, attentions, _ = attention_path(ex).forward(tf.constant(x))
-    rollout = np.eye(16)[None]
+    p = int(class_token)
+    t = 16 + p
+    rollout = np.eye(t)[None]
     for a in attentions:
-        m = a.numpy().mean(axis=1) + np.eye(16)
+        m = a.numpy().mean(axis=1) + np.eye(t)
         rollout = (m / m.sum(-1, keepdims=True)) @ rollout
-    expected = rollout.mean(axis=1).reshape(2, 4, 4)
+    expected = rollout[:, p:, p:].mean(axis=1).reshape(2, 4, 4)
     got = explain(ex, x, "attention_rollout").raw["attention_rollout"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
 

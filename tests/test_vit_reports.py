@@ -126,3 +126,12 @@ def test_cli_explains_a_vit_with_every_kind_of_method(vit_run, tmp_path):
     }
     r = run_cli("explain", vit_run, "--list-layers")
     assert r.exit_code == 0 and "block_1  (default)  (tokens as a 4×4 patch grid)" in r.stdout
+
+
+def test_evaluate_cams_refuses_attention_methods_on_a_cnn_run_before_any_map(tiny_run, tmp_path):
+    from tfcam.errors import UserError
+    from tfcam.explain.evaluate_cams import evaluate_cams
+
+    with pytest.raises(UserError, match="reads the attention of transformer blocks"):
+        evaluate_cams(tiny_run, ["gradcam", "gradient_attention"], n=4, out_dir=tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()

@@ -8,8 +8,8 @@ One small function per block type (:data:`BLOCK_FORWARDS`) follows that type's `
 function per method (:data:`RULES`) turns a block's attention ``A`` ``[N, heads, T, T]`` (and for
 the gradient method ``∂score/∂A``) into the block's matrix ``M_l`` ``[N, T, T]``. The relevance of
 the patches is then one row of ``M_L ··· M_1``: the class token's row over the patch tokens. For a
-model without a class token (a head pooling the patch tokens), the mean of the patch tokens' rows:
-the pooled token's relevance, since the head reads their mean. Only that row is formed (a vector
+head pooling the patch tokens (and a model without a class token), the mean of the patch tokens'
+rows: the pooled token's relevance, since the head reads their mean. Only that row is formed (a vector
 times each matrix, from the last block down), never the whole product.
 
 * **Attention rollout** — Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020.
@@ -42,6 +42,7 @@ from tfcam.explain.engine import (
     warn_constant,
 )
 from tfcam.explain.methods import ATTENTION, TABLE, registrar
+from tfcam.explain.tokens import reads_class_token
 
 #: ``{block class name: fn(block, x) → (output, attention [N, heads, T, T])}``.
 BLOCK_FORWARDS: dict[str, Callable] = {}
@@ -116,6 +117,8 @@ class AttentionPath:
     blocks: list
     pre: keras.Model
     post: keras.Model
+    #: The head reads the class token (else it pools the patch tokens).
+    class_row: bool = True
 
     def forward(self, images: tf.Tensor):
         """``(block outputs, attentions, head values)``, recomputed block by block."""
@@ -165,17 +168,17 @@ def attention_path(explainer: Explainer, method: str = "attention_rollout") -> A
         pre = keras.Model(m.inputs[0], blocks[0].input, name="tfcam_tokens")
         post = keras.Model(blocks[-1].output, explainer.head.tensor, name="tfcam_after_blocks")
         post.input_spec = None  # DINOv2's static lengths assume square inputs
-        return AttentionPath(blocks, pre, post)
+        return AttentionPath(blocks, pre, post, reads_class_token(m, explainer.tokens))
 
     return explainer.copy_with("attention_path", factory)
 
 
-def _relevant_row(matrices, explainer: Explainer) -> tf.Tensor:
-    """The class token's row of ``M_L ··· M_1`` over the patches (without a class token: the mean
-    of the patch rows), as ``[N, gh, gw]``."""
+def _relevant_row(matrices, explainer: Explainer, class_row: bool) -> tf.Tensor:
+    """The class token's row of ``M_L ··· M_1`` over the patches (for a head that pools the patch
+    tokens: the mean of their rows), as ``[N, gh, gw]``."""
     grid = explainer.tokens
     n, t = tf.shape(matrices[0])[0], tf.shape(matrices[0])[-1]
-    if grid.class_token:
+    if class_row:
         start = tf.one_hot(tf.zeros([n], tf.int32), t, dtype=matrices[0].dtype)
     else:
         start = tf.tile(grid.patch_mask()[None] / float(grid.rows * grid.cols), [n, 1])
@@ -200,7 +203,7 @@ def _attention_fn(explainer: Explainer, method: str):
                 scores = gather_scores(source, targets)
             grads = tape.gradient(scores, attentions) if needs_gradients else attentions
             matrices = [RULES[method](a, g) for a, g in zip(attentions, grads, strict=True)]
-            raw = _relevant_row(matrices, explainer)
+            raw = _relevant_row(matrices, explainer, path.class_row)
             heat, const = normalize_maps(
                 upsample(raw, explainer.input_size, explainer.align_corners)
             )
