@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tfcam.runs",),  # the run directory contract
     ("tfcam.data", "tfcam.models"),  # tf.data pipelines and sources; registry, heads, graphs
     ("tfcam.config",),  # experiments as frozen dataclasses (no TensorFlow)
-    ("tfcam.models.registry", "tfcam.data.shapes"),  # TF-free tables config validates against
+    # TF-free tables config validates against (hub: the keras-hub rows and their config rules)
+    ("tfcam.models.registry", "tfcam.models.hub", "tfcam.data.shapes"),
     (
         "tfcam.viz",
         "tfcam.io",

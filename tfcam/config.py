@@ -11,7 +11,7 @@ This module imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -100,8 +100,9 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: ``gap`` global average pooling; ``avgmax`` average and max pooling side by side;
     #: ``spp`` spatial pyramid pooling over ``spp_levels`` (any input size, padding masked);
-    #: ``flatten``.
-    head: Literal["gap", "avgmax", "spp", "flatten"] = "gap"
+    #: ``flatten``; for transformers ``token`` (the class token) or ``gap`` (the patch tokens'
+    #: mean).
+    head: Literal["gap", "avgmax", "spp", "flatten", "token"] = "gap"
     spp_levels: tuple[int, ...] = (4, 2, 1)
     hidden_units: int = 0
     dropout: float = 0.2
@@ -117,6 +118,9 @@ class FineTuneConfig:
     #: stage, as the registry names it (``tfcam.models.registry.Backbone.last_stage``).
     unfreeze_from: str | None = None
     unfreeze_top: int = 0
+    #: Transformers (vit_*, dinov2_*): unfreeze the last N blocks and the final norm (0: the
+    #: registry's last stage, the last block).
+    last_blocks: int = 0
     learning_rate: float = 1e-5
     train_batchnorm: bool = False
 
@@ -240,11 +244,9 @@ def load_experiment(
     cfg = _load(name_or_path, overrides, extra)
     if check_paths:
         check_data_config(cfg.data, cfg.name)
-        w = cfg.model.weights
-        if w not in ("imagenet", "none") and not Path(w).is_file():
-            raise UserError(
-                f"Weights file not found: '{w}'. Use --weights imagenet, none or an existing file"
-            )
+        from tfcam.models.hub import check_weights_path
+
+        check_weights_path(cfg.model.backbone, cfg.model.weights)
     return cfg
 
 
@@ -396,15 +398,21 @@ def parse_override(item: str) -> tuple[str, str]:
     return key, value.strip()
 
 
-def fine_tune_start(cfg: ExperimentConfig) -> str | None:
+def fine_tune_start(cfg: ExperimentConfig, layer_names: Sequence[str] = ()) -> str | None:
     """The first backbone layer phase 2 unfreezes: ``train.fine_tune.unfreeze_from``, else the
-    backbone's last stage; None when ``unfreeze_top`` counts layers instead."""
+    first of the ``last_blocks`` last blocks of a transformer (counted in ``layer_names``, the
+    built model's: a preset decides how many blocks there are), else the backbone's last stage;
+    None when ``unfreeze_top`` counts layers instead."""
+    from tfcam.models.hub import last_blocks_start
     from tfcam.models.registry import get_backbone
 
     ft = cfg.train.fine_tune
     if ft.unfreeze_from or ft.unfreeze_top:
         return ft.unfreeze_from or None
-    return get_backbone(cfg.model.backbone).last_stage
+    bb = get_backbone(cfg.model.backbone)
+    if bb.transformer and layer_names:
+        return last_blocks_start(layer_names, ft.last_blocks or 1)
+    return bb.last_stage
 
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -428,6 +436,7 @@ def validate(cfg: ExperimentConfig) -> None:
     Raises:
         UserError: The first problem found, naming the key and the value.
     """
+    from tfcam.models.hub import check_hub_fields
     from tfcam.models.registry import get_backbone
 
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -493,9 +502,12 @@ def validate(cfg: ExperimentConfig) -> None:
         f"backbone {bb.name} needs at least {bb.min_size}",
     )
     if m.weights == "imagenet" and not bb.imagenet:
+        other = (
+            "hub:PRESET, a keras-hub preset directory" if bb.transformer else "a weights file path"
+        )
         raise UserError(
             f"Backbone '{bb.name}' has no ImageNet weights. Received: model.weights='imagenet'. "
-            "Use --weights none (random initialisation) or a weights file path"
+            f"Use --weights none (random initialisation) or {other}"
         )
     need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     need(
@@ -546,7 +558,8 @@ def validate(cfg: ExperimentConfig) -> None:
     need(
         ft.unfreeze_top >= 0, "train.fine_tune.unfreeze_top", ft.unfreeze_top, "must be at least 0"
     )
-    if ft.unfreeze_from is not None and ft.unfreeze_top:
+    check_hub_fields(bb, head=m.head, resize=d.resize, weights=m.weights, ft=ft)
+    if sum([ft.unfreeze_from is not None, bool(ft.unfreeze_top), bool(ft.last_blocks)]) > 1:
         raise UserError(
-            "Set only one of train.fine_tune.unfreeze_from and train.fine_tune.unfreeze_top"
+            "Set only one of train.fine_tune.unfreeze_from, unfreeze_top and last_blocks"
         )

@@ -30,7 +30,8 @@ EXTRA_DOCS = {
     "data.cache": "Keep decoded images in memory after the first epoch.",
     "data.augment": "Augmentation name: probability (tfcam augment-preview shows them).",
     "model.backbone": "A registered backbone (--backbone): resnet50, mobilenet_v2, simple_cnn …",
-    "model.weights": "imagenet, none (random initialisation) or a weights file (--weights).",
+    "model.weights": "imagenet, none (random initialisation) or a weights file (--weights); "
+    "for vit_*/dinov2_* also hub:PRESET (keras-hub downloads it) or a preset directory.",
     "model.options": "Constructor options of the backbone, e.g. {alpha: 0.35} for MobileNetV2.",
     "model.hidden_units": "A dense layer before the classifier (0: none).",
     "model.binary": "One sigmoid output for two classes instead of a softmax.",

@@ -28,7 +28,14 @@ import keras
 from keras import layers
 
 from tfcam.errors import UserError, choices_message, damaged, first_line
-from tfcam.models.layers import FillPadding, GlobalPool, Preprocess, SpatialPyramidPooling
+from tfcam.models.hub import preset_name
+from tfcam.models.layers import (
+    FillPadding,
+    GlobalPool,
+    Preprocess,
+    SpatialPyramidPooling,
+    TokenPool,
+)
 from tfcam.models.registry import Backbone, get_backbone
 
 HEAD_PREFIX = "head_"
@@ -43,17 +50,26 @@ def _resolve(path: str):
 def _weights_arg(weights: str | os.PathLike | None, backbone: Backbone) -> str | None:
     if weights is None or str(weights).lower() == "none":
         return None
+    hub_choices = "hub:PRESET, a keras-hub preset directory, none or a weights file"
+    preset = preset_name(str(weights))
+    if preset is not None:
+        if not backbone.transformer:
+            raise UserError(
+                f"--weights '{weights}' names a keras-hub preset; backbone '{backbone.name}' is "
+                "not a keras-hub one (vit_*, dinov2_*). Use imagenet, none or a weights file"
+            )
+        return str(weights)
     if str(weights) == "imagenet":
         if not backbone.imagenet:
-            raise UserError(
-                f"Backbone '{backbone.name}' has no ImageNet weights; use weights='none' or a file"
-            )
+            use = hub_choices if backbone.transformer else "weights='none' or a file"
+            raise UserError(f"Backbone '{backbone.name}' has no ImageNet weights; use {use}")
         return "imagenet"
     path = Path(weights).expanduser()
+    if backbone.transformer and path.is_dir():
+        return str(path)  # a preset directory (checked when it loads)
     if not path.is_file():
-        raise UserError(
-            f"Weights file not found: '{weights}'. Use imagenet, none or an existing file"
-        )
+        use = hub_choices if backbone.transformer else "imagenet, none or an existing file"
+        raise UserError(f"Weights file not found: '{weights}'. Use {use}")
     return str(path)
 
 
@@ -78,11 +94,14 @@ def build_classifier(
         num_classes: Number of classes (2 or more).
         image_size: Input side, or ``(height, width)``.
         weights: ``"imagenet"``, ``None``/``"none"`` (random) or a path to a weights file of the
-            backbone without its top (``.weights.h5`` or legacy ``.h5``).
+            backbone without its top (``.weights.h5`` or legacy ``.h5``); for keras-hub
+            backbones (:mod:`tfcam.models.hub`) also ``"hub:PRESET"`` (keras-hub downloads it)
+            or a preset directory (``save_to_preset``), whose architecture replaces ``options``.
         options: Backbone options (e.g. ``{"alpha": 0.35}``), checked against the registry.
         head: ``"gap"`` (global average pooling), ``"avgmax"`` (average and max pooling,
             concatenated), ``"spp"`` (spatial pyramid pooling over ``spp_levels``) or
-            ``"flatten"``.
+            ``"flatten"``; for transformers ``"token"`` (the class token) or ``"gap"`` (the mean
+            of the patch tokens, class and register tokens left out).
         hidden_units: Size of a hidden dense layer (ReLU) in the head; 0 for none.
         dropout: Dropout rate before the output layer.
         binary: One sigmoid unit instead of a softmax (needs ``num_classes == 2``).
@@ -116,6 +135,20 @@ def build_classifier(
     if variable_size:
         x = FillPadding(name="fill_padding")([x, inputs])
     ctor = _resolve(bb.constructor)
+    head_kw = dict(
+        hidden_units=hidden_units, dropout=dropout, binary=binary, num_classes=num_classes
+    )
+    if bb.transformer:
+        if variable_size:
+            raise UserError(
+                f"Backbone '{bb.name}' is a transformer: it takes one fixed input size "
+                "(data.resize native is not supported; use stretch, pad or crop)"
+            )
+        hub_source = weights_arg if weights_arg and not Path(weights_arg).is_file() else None
+        features, prefix = ctor(x, image_hw=(h, w), options=opts, source=hub_source, name=bb.name)
+        if weights_arg is not None and hub_source is None:
+            _load_backbone_weights(inputs, features, weights_arg, bb)
+        return _finish(inputs, _token_head(features, head, prefix, bb), bb, **head_kw)
     if bb.applications:
         from_file = weights_arg not in (None, "imagenet")
         with warnings.catch_warnings(record=True) as caught:
@@ -163,8 +196,32 @@ def build_classifier(
         raise UserError("head 'flatten' needs a fixed input size; use spp, gap or avgmax")
     elif head == "flatten":
         y = layers.Flatten(name=f"{HEAD_PREFIX}flatten")(features)
+    elif head == "token":
+        raise UserError(
+            f"head 'token' (the class token) needs a transformer backbone (vit_*, dinov2_*); "
+            f"'{bb.name}' is a CNN. Choose from: gap, avgmax, spp, flatten"
+        )
     else:
-        raise UserError(f"Unknown head '{head}'. Choose from: gap, avgmax, spp, flatten")
+        raise UserError(f"Unknown head '{head}'. Choose from: gap, avgmax, spp, flatten, token")
+    return _finish(inputs, y, bb, **head_kw)
+
+
+def _token_head(tokens, head: str, prefix: int, bb: Backbone):
+    """The head's vector from a token sequence: the class token or the mean of the patches."""
+    if head == "token" and prefix < 1:
+        raise UserError(f"head 'token': this '{bb.name}' has no class token; use head gap")
+    if head == "token":
+        return TokenPool("token", prefix, name=f"{HEAD_PREFIX}token")(tokens)
+    if head == "gap":
+        return TokenPool("mean", prefix, name=f"{HEAD_PREFIX}pool")(tokens)
+    raise UserError(
+        f"Backbone '{bb.name}' is a transformer: head '{head}' does not apply. Choose from: "
+        "token (class token), gap (mean of the patch tokens)"
+    )
+
+
+def _finish(inputs, y, bb: Backbone, *, hidden_units, dropout, binary, num_classes):
+    """Hidden layer, dropout and ``predictions`` after the pooled vector."""
     if hidden_units:
         y = layers.Dense(hidden_units, activation="relu", name=f"{HEAD_PREFIX}dense")(y)
     if dropout:
@@ -284,8 +341,10 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()  # checks every member's CRC: flipped or zeroed bytes show here
-        if bad is not None:
-            raise damaged(path, f"'{bad}' inside it fails its checksum", "model file")
+            if bad is not None:
+                raise damaged(path, f"'{bad}' inside it fails its checksum", "model file")
+            if _uses_keras_hub(z):
+                import tfcam.models.hub_graph  # noqa: F401 - keras_hub and tfcam's ViT layers
         return keras.saving.load_model(path, compile=False)
     except UserError:
         raise
@@ -300,6 +359,16 @@ def load_model(path: str | os.PathLike) -> keras.Model:
                 "model file",
             ) from None
         raise damaged(path, e, "model file") from None
+
+
+def _uses_keras_hub(z: zipfile.ZipFile) -> bool:
+    """Whether a ``.keras`` archive holds keras-hub layers (a ViT classifier): they need
+    keras_hub imported, and tfcam's subclasses of them registered, before Keras rebuilds it."""
+    try:
+        config = z.read("config.json")
+    except KeyError:
+        return False
+    return b'"keras_hub.' in config or b'"tfcam>ViT' in config or b'"tfcam>DINOv2' in config
 
 
 def load_weights(model: keras.Model, path: str | os.PathLike) -> None:

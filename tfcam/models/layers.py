@@ -213,3 +213,36 @@ class SpatialPyramidPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "levels": list(self.levels)}
+
+
+@keras.saving.register_keras_serializable(package="tfcam")
+class TokenPool(keras.layers.Layer):
+    """The head's vector from a transformer's token sequence ``[N, T, D]``.
+
+    ``token``: the class token (position 0), the ViT head of Dosovitskiy et al. (ICLR 2021).
+    ``mean``: the mean of the patch tokens, the ``prefix`` class and register tokens left out
+    (global average pooling, as in Beyer, Zhai & Kolesnikov, "Better plain ViT baselines for
+    ImageNet-1k", 2022).
+
+    Args:
+        mode: ``token`` or ``mean``.
+        prefix: Number of tokens before the patch tokens (class token, then registers).
+    """
+
+    def __init__(self, mode: str = "token", prefix: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("token", "mean"):
+            raise ValueError(f"Unknown token pooling {mode!r}. Choose from: token, mean")
+        self.mode = mode
+        self.prefix = int(prefix)
+
+    def call(self, x):
+        if self.mode == "token":
+            return x[:, 0]
+        return ops.mean(x[:, self.prefix :], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "prefix": self.prefix}

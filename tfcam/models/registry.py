@@ -44,6 +44,10 @@ class Backbone:
         applications: Whether the constructor follows the keras.applications signature.
         imagenet: Whether ``weights="imagenet"`` is available.
         description: One line for listings.
+        family: The architecture family (``vit``, ``dinov2``; empty for the rest).
+        source: Where the constructor comes from: ``keras-hub`` for the Vision Transformers of
+            :mod:`tfcam.models.hub` (their rows live there), empty for keras.applications and
+            tfcam's own networks.
     """
 
     name: str
@@ -58,6 +62,13 @@ class Backbone:
     applications: bool = True
     imagenet: bool = True
     description: str = ""
+    family: str = ""
+    source: str = ""
+
+    @property
+    def transformer(self) -> bool:
+        """A token-sequence backbone (keras-hub ViT / DINOv2): class-token heads, ``block_<i>``."""
+        return self.source == "keras-hub"
 
     def __post_init__(self) -> None:
         if not self.last_stage:

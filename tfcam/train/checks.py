@@ -22,7 +22,8 @@ def check_config_layers(cfg: ExperimentConfig, model: keras.Model) -> None:
     """Every layer the config names exists in the built model's backbone.
 
     Today that is the first layer phase 2 unfreezes (``train.fine_tune.unfreeze_from``, or the
-    backbone's last stage from the registry when the experiment names none).
+    backbone's last stage from the registry when the experiment names none, or for a transformer
+    the first of its ``train.fine_tune.last_blocks`` last blocks).
 
     Raises:
         UserError: A layer the model does not have: its key, the backbone, at most five nearest
@@ -30,8 +31,8 @@ def check_config_layers(cfg: ExperimentConfig, model: keras.Model) -> None:
     """
     if cfg.train.fine_tune.epochs <= 0:
         return
-    start = fine_tune_start(cfg)
     names = [layer.name for layer in backbone_layers(model)]
+    start = fine_tune_start(cfg, names)  # a transformer's last N blocks, counted in the model
     if start is None or start in names:
         return
     bb = get_backbone(cfg.model.backbone)

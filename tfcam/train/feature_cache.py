@@ -9,8 +9,9 @@ as epochs through the full model, for the price of a few milliseconds each. Othe
 (random shifts, colour changes, …) have no finite set of views: phase 1 then runs through the full
 model.
 
-The head is a fresh copy of the classifier's layers after the pooling layer (``head_pool`` or
-``head_flatten``), trained on the cached vectors; after every epoch its weights are copied back
+The head is a fresh copy of the classifier's layers after the pooling layer (``head_pool``,
+``head_flatten``, or a transformer's ``head_token``: the class token after ``encoder_norm``),
+trained on the cached vectors; after every epoch its weights are copied back
 into the classifier, so checkpoints, the report and the TensorBoard panels see the full model.
 """
 
@@ -100,9 +101,10 @@ def cacheable(cfg: ExperimentConfig) -> bool:
 def head_layers(model: keras.Model) -> tuple[keras.layers.Layer, list[keras.layers.Layer]]:
     """The pooling layer that starts the head, and the layers after it up to the output."""
     names = [layer.name for layer in model.layers]
-    pools = [n for n in names if n in (f"{HEAD_PREFIX}pool", f"{HEAD_PREFIX}flatten")]
+    starts = {f"{HEAD_PREFIX}{n}" for n in ("pool", "flatten", "token")}
+    pools = [n for n in names if n in starts]
     if not pools or OUTPUT_NAME not in names:
-        raise ValueError("not a tfcam classifier: no head_pool/head_flatten and predictions")
+        raise ValueError("not a tfcam classifier: no head_pool/flatten/token and predictions")
     start = names.index(pools[0])
     return model.layers[start], model.layers[start + 1 : names.index(OUTPUT_NAME) + 1]
 

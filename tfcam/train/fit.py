@@ -29,7 +29,13 @@ from tfcam.data.sources import (
 )
 from tfcam.errors import TrainingDiverged, UserError
 from tfcam.io import atomic_path, write_json
-from tfcam.models.build import build_classifier, load_model, load_weights, set_backbone_trainable
+from tfcam.models.build import (
+    backbone_layers,
+    build_classifier,
+    load_model,
+    load_weights,
+    set_backbone_trainable,
+)
 from tfcam.runs import Run, default_run_dir, lock_run, read_history
 from tfcam.train import callbacks as cb
 from tfcam.train import feature_cache as fc
@@ -383,7 +389,7 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
         n = set_backbone_trainable(
             model,
             True,
-            from_layer=fine_tune_start(cfg),
+            from_layer=fine_tune_start(cfg, [layer.name for layer in backbone_layers(model)]),
             top=ft.unfreeze_top,
             train_batchnorm=ft.train_batchnorm,
         )
