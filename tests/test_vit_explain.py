@@ -347,3 +347,45 @@ def test_cli_refuses_attention_on_a_cnn_with_exit_2_before_any_image(small, tmp_
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "attention_rollout" in lines[0] and "gradcam" in lines[0]
     assert not list(out.rglob("*.png")) if out.exists() else True
+
+
+# --------------------------------------------------------------------------------------------
+# The builder's classifiers (branch i16-vit): same layout, every method, the same attention
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "grid", "default"),
+    [
+        ({"backbone": "vit_test", "head": "token", "image_size": 32}, (1, 4, 4), "block_1"),
+        ({"backbone": "vit_test", "head": "gap", "image_size": 32}, (1, 4, 4), "block_2"),
+        (
+            {"backbone": "dinov2_test", "head": "token", "image_size": (32, 48),
+             "options": {"num_register_tokens": 2}},
+            (3, 4, 6),
+            "block_1",
+        ),
+    ],
+)  # fmt: skip
+def test_builders_classifiers_are_explained_by_every_method(kwargs, grid, default):
+    import warnings
+
+    import keras
+
+    from tfcam.explain.attention import attention_path
+    from tfcam.models.build import build_classifier
+
+    keras.utils.set_random_seed(2)
+    model = build_classifier(num_classes=3, weights=None, **kwargs)
+    ex = Explainer(model)
+    assert (ex.tokens.prefix, ex.tokens.rows, ex.tokens.cols) == grid
+    assert ex.resolve_layers(None) == (default,)
+    x = _images(ex, 2)
+    for method in TABLE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e = explain(ex, x, method, max_n=4, samples=2, steps=2)
+        assert e.heatmap.shape == (2, *ex.input_size) and np.isfinite(e.heatmap).all(), method
+    outputs, _, _ = attention_path(ex).forward(tf.constant(x))
+    want = keras.Model(model.input, [model.get_layer(f"block_{i}").output for i in (1, 2)])(x)
+    for got, w in zip(outputs, want, strict=True):
+        np.testing.assert_allclose(got.numpy(), w.numpy(), atol=1e-5)
