@@ -12,7 +12,12 @@ Each time is the fastest of several runs after one warm-up run (which pays for t
 fastest run is the one least disturbed by other work on the machine, and the forward pass is
 timed again beside every method so that both sides of a ratio see the same machine.
 
-    python bench/bench_explain.py [--models mobilenet_v2,resnet50] [--repeats 5] [--skip-tfkv]
+The ViT section (``vit_tiny``: ViT-Tiny/16 at 224 px, 12 blocks of 192 dims and 3 heads, keras-hub
+layers in tfcam's flat layout, random weights: only time matters) times Grad-CAM and the two
+attention methods against one forward pass, each run alternating with a forward run so that both
+see the same load, and prints wall and CPU time (the machine is shared: CPU time is the steadier).
+
+    python bench/bench_explain.py [--models mobilenet_v2,resnet50,vit_tiny] [--repeats 5] [--skip-tfkv]
 """
 
 from __future__ import annotations
@@ -177,11 +182,76 @@ def bench_model(name: str, args) -> bool:
     return ok
 
 
+VIT_TARGETS = {"gradcam": 1.3, "attention_rollout": 1.2, "gradient_attention": None}
+
+
+def side_by_side(fn, reference, repeats: int):
+    """``((wall, cpu) of fn, (wall, cpu) of reference)``: each the fastest of ``repeats`` runs,
+    the two alternating after a warm-up call each."""
+    fn(), reference()
+    runs: dict = {fn: [], reference: []}
+    for _ in range(repeats):
+        for f in (fn, reference):
+            t0, c0 = time.perf_counter(), time.process_time()
+            f()
+            runs[f].append((time.perf_counter() - t0, time.process_time() - c0))
+    return min(runs[fn]), min(runs[reference])
+
+
+def vit_tiny_model():
+    """ViT-Tiny/16 at 224 (the builder's ``build_classifier`` when it has one, else keras-hub
+    layers in the same flat layout, from the tests' helper)."""
+    from tfcam.models.registry import BACKBONES
+
+    name = next((n for n in BACKBONES if n.startswith("vit_tiny")), None)
+    if name is not None:
+        return build_classifier(backbone=name, num_classes=10, image_size=224, weights=None)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_vit import tiny_vit
+
+    return tiny_vit(image_size=224, patch=16, blocks=12, dim=192, heads=3, mlp=768, num_classes=10)
+
+
+def bench_vit(args) -> bool:
+    """Prints the ViT table; False when a target was missed."""
+    model = vit_tiny_model()
+    x = batch_of_photos(args.batch)
+    ex = Explainer(model, batch_size=max(32, args.batch))
+    forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+    xt = tf.constant(x)
+    targets = explain(ex, x, "gradcam").targets
+    print(
+        f"== vit_tiny (ViT-Tiny/16, {len(ex.token_layers) - 2} blocks, random weights), layer "
+        f"{ex.resolve_layers(None)[0]}, {ex.tokens.rows}×{ex.tokens.cols} patches"
+    )
+    print(
+        f"{'method':22s} {'tfcam ms':>10s} {'fwd ms':>8s} {'x forward':>10s} {'target':>8s} "
+        f"{'CPU ms':>9s} {'fwd CPU':>8s} {'x fwd CPU':>10s}"
+    )
+    ok = True
+    for method, tgt in VIT_TARGETS.items():
+        (t, c), (f, fc) = side_by_side(
+            lambda m=method: explain(ex, x, m, targets=targets),
+            lambda: forward(xt).numpy(),
+            args.repeats,
+        )
+        line = (
+            f"{method:22s} {t * 1000:10.1f} {f * 1000:8.1f} {t / f:10.2f} "
+            f"{('≤' + str(tgt)) if tgt else '':>8s} {c * 1000:9.1f} {fc * 1000:8.1f} {c / fc:10.2f}"
+        )
+        if tgt and t / f > tgt:
+            ok = False
+            line += "  MISSED"
+        print(line, flush=True)
+    print()
+    return ok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--models", default="mobilenet_v2,resnet50")
+    ap.add_argument("--models", default="mobilenet_v2,resnet50,vit_tiny")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--skip-tfkv", action="store_true")
@@ -190,7 +260,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     keras.utils.disable_interactive_logging()  # tf-keras-vis's Score-CAM calls predict() verbosely
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s), batch {args.batch}, 224 px\n")
-    ok = all([bench_model(name, args) for name in args.models.split(",")])
+    ok = True
+    for name in args.models.split(","):
+        ok = (bench_vit(args) if name == "vit_tiny" else bench_model(name, args)) and ok
     print("all targets met" if ok else "some targets missed")
 
 

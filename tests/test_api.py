@@ -11,7 +11,7 @@ from tfcam.explain.api import cam, explain, gradcam, saliency
 from tfcam.explain.cams import explain_cam
 from tfcam.explain.engine import Explainer, explainer_for
 from tfcam.explain.gradients import explain_gradients
-from tfcam.explain.methods import CAM_METHODS, GRADIENT_METHODS, METHODS
+from tfcam.explain.methods import ATTENTION_METHODS, CAM_METHODS, GRADIENT_METHODS, METHODS
 
 
 def test_functional_api_reuses_one_explainer(small):
@@ -50,8 +50,12 @@ def test_explain_dispatches_every_method_with_its_own_options(small):
     ex = Explainer(model)
     # One option set for every method: each takes what it uses and ignores the rest.
     options = {"layers": ["block2_relu"], "targets": 1, "max_n": 4, "samples": 2, "steps": 4}
-    assert set(CAM_METHODS) | set(GRADIENT_METHODS) == set(METHODS)
+    assert set(CAM_METHODS) | set(GRADIENT_METHODS) | set(ATTENTION_METHODS) == set(METHODS)
     for method in METHODS:
+        if method in ATTENTION_METHODS:  # transformers only (tests/test_vit_explain.py)
+            with pytest.raises(UserError, match="reads the attention of transformer blocks"):
+                explain(ex, x, method, **options)
+            continue
         got = explain(ex, x, method, **options)
         assert got.method == method
         np.testing.assert_array_equal(got.targets, [1, 1])

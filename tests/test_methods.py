@@ -12,7 +12,15 @@ import tensorflow as tf
 
 from tfcam.errors import UserError
 from tfcam.explain import methods
-from tfcam.explain.methods import CAM, GRADIENT, GRADIENT_CAM, METHODS, TABLE, parse_methods
+from tfcam.explain.methods import (
+    ATTENTION,
+    CAM,
+    GRADIENT,
+    GRADIENT_CAM,
+    METHODS,
+    TABLE,
+    parse_methods,
+)
 
 
 def test_the_table_imports_without_tensorflow():
@@ -41,16 +49,20 @@ def test_method_lines_are_aligned_rows_of_the_table():
 
 
 def test_every_row_has_its_computation_and_every_registry_entry_a_row():
+    from tfcam.explain.attention import RULES
     from tfcam.explain.cams import PASSES
     from tfcam.explain.gradients import ATTRIBUTIONS
 
     kinds = {name: m.kind for name, m in TABLE.items()}
-    assert set(kinds.values()) == {GRADIENT_CAM, CAM, GRADIENT}
+    assert set(kinds.values()) == {GRADIENT_CAM, CAM, GRADIENT, ATTENTION}
     for name, m in TABLE.items():
         if m.kind == CAM:
             assert name in PASSES, f"{name}: no @cam_pass in tfcam.explain.cams"
         elif m.kind == GRADIENT:
             assert name in ATTRIBUTIONS, f"{name}: no @attribution in tfcam.explain.gradients"
+        elif m.kind == ATTENTION:
+            assert name in RULES, f"{name}: no @rule in tfcam.explain.attention"
+            assert not m.uses_layer, name
         else:
             assert callable(m.weights), f"{name}: a gradient CAM without a weighting rule"
             assert name not in PASSES and name not in ATTRIBUTIONS
@@ -59,8 +71,10 @@ def test_every_row_has_its_computation_and_every_registry_entry_a_row():
     # No registry holds a method the table (and so the CLI, --list-methods, the report) lacks.
     assert set(PASSES) == {n for n, k in kinds.items() if k == CAM}
     assert set(ATTRIBUTIONS) == {n for n, k in kinds.items() if k == GRADIENT}
+    assert set(RULES) == {n for n, k in kinds.items() if k == ATTENTION}
     # The derived tuples are views of the table.
-    assert tuple(n for n, k in kinds.items() if k != GRADIENT) == methods.CAM_METHODS
+    assert tuple(n for n, k in kinds.items() if k in (GRADIENT_CAM, CAM)) == methods.CAM_METHODS
+    assert tuple(n for n, k in kinds.items() if k == ATTENTION) == methods.ATTENTION_METHODS
     assert tuple(n for n, k in kinds.items() if k == GRADIENT) == methods.GRADIENT_METHODS
     assert (*methods.CAM_METHODS, "guided_gradcam") == methods.LAYER_METHODS
 

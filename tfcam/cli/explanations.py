@@ -73,7 +73,8 @@ _METHOD_OPTIONS = ("max_n", "samples", "steps", "aug_smooth", "eigen_smooth")
 @json_option("Print JSON only (per image: prediction, score, files).")
 def explain(paths, model_path, methods, layers, class_names, list_layers, list_methods, as_json,
             **kw) -> None:  # fmt: skip
-    """Heatmaps for images: Grad-CAM and its family, gradients, guided backpropagation.
+    """Heatmaps for images: Grad-CAM and its family, gradients, guided backpropagation,
+    attention rollout and gradient-weighted attention (transformers).
 
     \b
     Examples:

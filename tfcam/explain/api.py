@@ -14,11 +14,12 @@ import keras
 import numpy as np
 
 from tfcam.errors import UserError, choices_message
+from tfcam.explain.attention import explain_attention
 from tfcam.explain.cams import explain_cam
 from tfcam.explain.engine import Explainer, Explanation, explainer_for
 from tfcam.explain.gradients import explain_gradients
 from tfcam.explain.images import to_batch
-from tfcam.explain.methods import CAM, GRADIENT_CAM, TABLE
+from tfcam.explain.methods import ATTENTION, CAM, GRADIENT_CAM, TABLE
 
 _CAM_OPTIONS = ("layers", "targets", "eigen_smooth", "aug_smooth", "max_n", "chunk")
 _GRADIENT_OPTIONS = ("targets", "samples", "noise", "steps", "baseline", "layers", "seed")
@@ -48,6 +49,10 @@ def explain(explainer: Explainer, images, method: str, **options) -> Explanation
     """
     if method not in TABLE:
         raise UserError(choices_message("method", method, list(TABLE)))
+    if TABLE[method].kind == ATTENTION:
+        return explain_attention(
+            explainer, pixels(explainer, images), method, targets=options.get("targets")
+        )
     images = pixels(explainer, images)
     if TABLE[method].kind in (GRADIENT_CAM, CAM):
         opts = {k: v for k, v in options.items() if k in _CAM_OPTIONS}

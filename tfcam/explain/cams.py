@@ -129,6 +129,9 @@ def _gradient_cam_fn(
                     "(no gradient reaches it); choose a layer inside the network, e.g. "
                     f"'{explainer.resolve_layers(None)[0]}'"
                 )
+            # Token layers: gradients taken at the tokens (on the path to the score), then both
+            # seen as patch grids.
+            acts, grads = explainer.as_grids(layers, acts), explainer.as_grids(layers, grads)
             raws = [
                 combine(weighted_activations(method, a, g), eigen_smooth)
                 for a, g in zip(acts, grads, strict=True)
@@ -141,14 +144,20 @@ def _gradient_cam_fn(
     return explainer.compiled_batch(("cam", method, layers, eigen_smooth), make_body)
 
 
-def _activations_fn(explainer: Explainer, layers: tuple[str, ...]):
-    """Compiled forward pass returning activations, resolved targets, scores, probabilities."""
+def _activations_fn(explainer: Explainer, layers: tuple[str, ...], grids: bool = True):
+    """Compiled forward pass returning activations (token layers as patch grids unless
+    ``grids`` is false), resolved targets, scores, probabilities."""
 
     def make_body():
         graph = explainer.graph(layers)
-        return lambda images, targets: explainer.run_graph(graph, images, targets)
 
-    return explainer.compiled_batch(("acts", layers), make_body)
+        def body(images, targets):
+            acts, targets, scores, probs = explainer.run_graph(graph, images, targets)
+            return (explainer.as_grids(layers, acts) if grids else acts), targets, scores, probs
+
+        return body
+
+    return explainer.compiled_batch(("acts", layers, grids), make_body)
 
 
 @cam_pass("eigencam")
@@ -237,7 +246,11 @@ def _scorecam(explainer: Explainer, x, t, layers, options: CamOptions):
 def _ablation_rest(explainer: Explainer, layer: str) -> keras.Model:
     def factory(model):
         try:
-            return keras.Model(model.get_layer(layer).output, explainer.head.tensor)
+            rest = keras.Model(model.get_layer(layer).output, explainer.head.tensor)
+            if layer in explainer.token_layers:
+                # keras-hub's DINOv2 gives square-input static lengths; the tensors know better.
+                rest.input_spec = None
+            return rest
         except ValueError as e:
             raise UserError(
                 f"Ablation-CAM needs a layer whose output alone determines the prediction; "
@@ -251,20 +264,29 @@ def _ablation_rest(explainer: Explainer, layer: str) -> keras.Model:
 def _ablation_fn(explainer: Explainer, layer: str):
     def build():
         rest = _ablation_rest(explainer, layer)
+        tokens = layer in explainer.token_layers
+        depth = explainer.model.get_layer(layer).output.shape[-1]
 
         @tf.function(
             input_signature=[
-                tf.TensorSpec([None, None, None], tf.float32),
+                tf.TensorSpec([None] * (1 if tokens else 2) + [depth], tf.float32),
                 tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([], tf.int32),
             ],
             reduce_retracing=True,
         )
         def fn(acts, channels, target):
-            # acts: one image's activations [h, w, C]; zero channel channels[i] in copy i.
+            # acts: one image's activations [h, w, C] (or tokens [T, D]); zero channel
+            # channels[i] in copy i (of a token layer: in the patch tokens only, so the class
+            # token keeps what it carries past the map's cells).
             c = tf.shape(acts)[-1]
-            keep = 1.0 - tf.one_hot(channels, c, dtype=acts.dtype)  # [K, C]
-            ablated = acts[None] * keep[:, None, None, :]
+            drop = tf.one_hot(channels, c, dtype=acts.dtype)  # [K, C]
+            if tokens:
+                ablated = acts[None] * (
+                    1.0 - explainer.tokens.patch_mask()[None, :, None] * drop[:, None, :]
+                )
+            else:
+                ablated = acts[None] * (1.0 - drop)[:, None, None, :]
             source, _ = explainer.score_from(rest(ablated, training=False))
             return gather_scores(source, tf.fill([tf.shape(channels)[0]], target))
 
@@ -275,12 +297,13 @@ def _ablation_fn(explainer: Explainer, layer: str):
 
 @cam_pass("ablationcam")
 def _ablationcam(explainer: Explainer, x, t, layers, options: CamOptions):
-    acts, targets, scores, probs = _activations_fn(explainer, layers)(x, t)
+    acts, targets, scores, probs = _activations_fn(explainer, layers, grids=False)(x, t)
+    grids = explainer.as_grids(layers, acts)
     chunk = options.chunk
     raws = []
-    for name, a in zip(layers, acts, strict=True):
+    for name, a, g in zip(layers, acts, grids, strict=True):
         fn = _ablation_fn(explainer, name)
-        a = a.numpy()
+        a, g = a.numpy(), g.numpy()
         weighted = []
         for i in range(len(a)):
             c = a.shape[-1]
@@ -295,7 +318,7 @@ def _ablationcam(explainer: Explainer, x, t, layers, options: CamOptions):
                 ]
             )
             w = (float(scores[i]) - ablated) / (abs(float(scores[i])) + _EPS)
-            weighted.append(a[i] * w)
+            weighted.append(g[i] * w)
         raws.append(
             combine(tf.constant(np.stack(weighted).astype(np.float32)), options.eigen_smooth)
         )

@@ -26,7 +26,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfcam.errors import UserError, choices_message
-from tfcam.models.graph import flatten_model, fold_batchnorm, is_nested, outputs_of
+from tfcam.explain.tokens import (
+    TokenGrid,
+    token_grid,
+    token_layers,
+    transformer_default,
+    unreachable_patches,
+)
+from tfcam.models.graph import _foldable_pairs, flatten_model, fold_batchnorm, is_nested, outputs_of
 
 
 class _NoRetracingNoise(logging.Filter):
@@ -190,14 +197,29 @@ def find_head(model: keras.Model) -> _Head:
 # The explainer
 
 
-def default_layer(model: keras.Model) -> str:
+def model_size(model: keras.Model, input_size=None) -> tuple[int, int] | None:
+    shape = model.inputs[0].shape
+    if input_size:
+        return (int(input_size[0]), int(input_size[1]))
+    if len(shape) == 4 and shape[1] is not None and shape[2] is not None:
+        return (int(shape[1]), int(shape[2]))
+    return None
+
+
+def default_layer(model: keras.Model, input_size=None) -> str:
     """The layer CAM methods use unless told otherwise.
 
-    For a tfcam model, the backbone registry's choice; otherwise the last layer with a spatial
-    (4-D, larger than 1×1) output.
+    For a transformer, :func:`tfcam.explain.tokens.transformer_default` (the input of the last
+    block under a class-token head, else the last block); for a tfcam CNN, the backbone
+    registry's choice; otherwise the last layer with a spatial (4-D, larger than 1×1) output.
     """
     from tfcam.models.registry import BACKBONES
 
+    size = model_size(model, input_size)
+    grid = token_grid(model, size) if size else None
+    tokens = token_layers(model, grid)
+    if tokens:
+        return transformer_default(model, grid, tokens)
     name = model.name.removesuffix("_classifier")
     if name in BACKBONES:
         try:
@@ -207,8 +229,19 @@ def default_layer(model: keras.Model) -> str:
             pass
     candidates = spatial_layers(model, min_cells=2)
     if not candidates:
-        raise UserError(f"Model '{model.name}' has no layer with a spatial (4-D) output to explain")
+        raise UserError(
+            f"Model '{model.name}' has no layer with a spatial (4-D) or token (3-D) output to explain"
+        )
     return candidates[-1]
+
+
+def explainable_layers(model: keras.Model, input_size=None) -> list[str]:
+    """Layers CAM methods can explain, in model order: spatial maps ``[N, h, w, C]`` and
+    transformer token layers ``[N, T, D]`` (seen as patch grids, :mod:`tfcam.explain.tokens`)."""
+    size = model_size(model, input_size)
+    tokens = set(token_layers(model, token_grid(model, size) if size else None))
+    spatial = set(spatial_layers(model))
+    return [la.name for la in model.layers if la.name in tokens or la.name in spatial]
 
 
 def spatial_layers(model: keras.Model, min_cells: int = 1) -> list[str]:
@@ -274,6 +307,9 @@ class Explainer:
             )
         self.input_size = (int(shape[1]), int(shape[2]))
         self.head = find_head(model)
+        #: The transformer's token layout, or None for a CNN.
+        self.tokens: TokenGrid | None = token_grid(model, self.input_size)
+        self.token_layers = tuple(token_layers(model, self.tokens))
         self.num_outputs = int(self.head.tensor.shape[-1]) if self.head.kind == "linear" else None
         self._graphs: dict[tuple[str, ...], keras.Model] = {}
         self._fns: dict[tuple, Any] = {}
@@ -284,29 +320,50 @@ class Explainer:
         """Validates layer names (default: :func:`default_layer`).
 
         Raises:
-            UserError: An unknown layer, or one without a spatial output; lists nearby names.
+            UserError: An unknown layer, one without a spatial or token output, or a token layer
+                whose patch tokens do not reach a class-token head; lists nearby names.
         """
         if layers is None:
-            return (default_layer(self.model),)
+            return (default_layer(self.model, self.input_size),)
         if isinstance(layers, str):
             layers = [layers]
         names = [layer.name for layer in self.model.layers]
-        spatial = spatial_layers(self.model)
+        usable = explainable_layers(self.model, self.input_size)
+        cut = (
+            unreachable_patches(self.model, self.tokens, list(self.token_layers))
+            if self.tokens
+            else set()
+        )
         out = []
         for name in layers:
             if name not in names:
-                close = difflib.get_close_matches(name, spatial, n=8, cutoff=0.5) or spatial[-8:]
+                close = difflib.get_close_matches(name, usable, n=8, cutoff=0.5) or usable[-8:]
                 raise UserError(
                     f"Unknown layer '{name}'. Received: layer='{name}'. Choose from layers with "
-                    f"spatial outputs, e.g.: {', '.join(close)} (all {len(spatial)} with --list-layers)"
+                    f"spatial or token outputs, e.g.: {', '.join(close)} (all {len(usable)} with "
+                    "--list-layers)"
                 )
-            if name not in spatial:
+            if name not in usable:
                 raise UserError(
-                    f"Layer '{name}' has no spatial (4-D) output to explain. "
-                    f"Choose a convolutional layer, e.g.: {', '.join(spatial[-5:])}"
+                    f"Layer '{name}' has no spatial (4-D) or token (3-D) output to explain. "
+                    f"Choose a convolutional or transformer layer, e.g.: {', '.join(usable[-5:])}"
+                )
+            if name in cut:
+                raise UserError(
+                    f"Layer '{name}' comes after the last block's input, where only the class token "
+                    "reaches the prediction (its patch tokens have no gradient); choose "
+                    f"'{default_layer(self.model, self.input_size)}' (the default) or an earlier block"
                 )
             out.append(name)
         return tuple(dict.fromkeys(out))
+
+    def as_grids(self, layers: Sequence[str], tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """Inside compiled code: each token layer's ``[N, T, D]`` tensor (activations or their
+        gradients) as its patch grid ``[N, gh, gw, D]``; spatial layers pass unchanged."""
+        return [
+            self.tokens.to_grid(t) if name in self.token_layers else t
+            for name, t in zip(layers, tensors, strict=True)
+        ]
 
     def graph(self, layers: tuple[str, ...]) -> keras.Model:
         """``keras.Model(input, [layer outputs…, logits input])``, built once per layer set."""
@@ -319,6 +376,8 @@ class Explainer:
         """``input → logits input`` with batch normalisation folded (:func:`fold_batchnorm`)."""
 
         def factory(model):
+            if not _foldable_pairs(model):  # nothing to fold (a transformer): no copy needed
+                return keras.Model(model.inputs[0], self.head.tensor, name="tfcam_head")
             head_op = self.head.tensor._keras_history.operation.name
             return fold_batchnorm(model, [head_op])
 

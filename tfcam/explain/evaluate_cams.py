@@ -116,7 +116,8 @@ def evaluate_cams(
 
     Args:
         run_dir: A finished run.
-        methods: Explanation methods (``tfcam explain --list-methods``).
+        methods: Explanation methods (``tfcam explain --list-methods``); the default set gains
+            the attention methods on a transformer.
         layer: Layer for CAM methods (default: the model's last convolutional map).
         n: Images, spread evenly over the split.
         split: ``val`` or ``test`` (or ``train``).
@@ -171,6 +172,14 @@ def evaluate_cams(
         source.model, class_names=source.class_names, input_size=source.image_size
     )
     layers = explainer.resolve_layers([layer] if layer else None)
+    from tfcam.explain.attention import attention_blocks, check_applies
+    from tfcam.explain.methods import ATTENTION_METHODS
+
+    if tuple(methods) == DEFAULT_METHODS and attention_blocks(source.model):
+        methods = [*methods, *ATTENTION_METHODS]  # a transformer's own methods, by default
+    for method in methods:  # an attention method on a CNN fails here, before any map
+        if method not in REFERENCES:
+            check_applies(explainer, method)
     score = M.model_score_fn(source.model, batch_size=64)
     base_probs = score(images)
     out = Path(out_dir) if out_dir is not None else run.path / OUT_DIR

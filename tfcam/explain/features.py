@@ -22,12 +22,13 @@ CHANNEL_ORDERS = ("first", "most_active")
 def feature_maps(
     explainer: Explainer, images: np.ndarray, layers: str | Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Activations ``{layer: float32 [N, h, w, C]}`` (one compiled forward pass per batch)."""
+    """Activations ``{layer: float32 [N, h, w, C]}`` (one compiled forward pass per batch; a
+    transformer's token layers as patch grids ``[N, gh, gw, D]``)."""
     layers = explainer.resolve_layers(layers)
 
     def make_body():
         graph = explainer.graph(layers)
-        return lambda x: graph(x, training=False)[:-1]
+        return lambda x: explainer.as_grids(layers, graph(x, training=False)[:-1])
 
     fn = explainer.compiled_batch(("features", layers), make_body, targets=False)
     parts = [fn(tf.constant(b)) for _, b in explainer.batches(images)]

@@ -27,6 +27,7 @@ from tfcam.data.display import Window, input_window, read_for_explanation
 from tfcam.data.pipeline import read_images
 from tfcam.errors import UserError
 from tfcam.explain.api import explain
+from tfcam.explain.attention import check_applies
 from tfcam.explain.engine import Explainer
 from tfcam.explain.inputs import list_inputs
 from tfcam.explain.methods import TABLE
@@ -116,11 +117,24 @@ def load_source(
 
 
 def layer_lines(model: keras.Model) -> list[str]:
-    """``--list-layers``: every layer with a spatial output, the default one marked."""
-    from tfcam.explain.engine import default_layer, spatial_layers
+    """``--list-layers``: every layer with a spatial or token output, the default one marked; a
+    transformer's token layers say the patch grid they are seen as."""
+    from tfcam.explain.engine import default_layer, explainable_layers, model_size
+    from tfcam.explain.tokens import token_grid, token_layers, unreachable_patches
 
     default = default_layer(model)
-    return [f"{n}{'  (default)' if n == default else ''}" for n in spatial_layers(model)]
+    size = model_size(model)
+    grid = token_grid(model, size) if size else None
+    tokens = token_layers(model, grid)
+    cut = unreachable_patches(model, grid, tokens) if grid else set()
+    lines = []
+    for n in explainable_layers(model):
+        note = "  (default)" if n == default else ""
+        if n in tokens:
+            note += f"  (tokens as a {grid.rows}×{grid.cols} patch grid"
+            note += ", class token only: not explainable)" if n in cut else ")"
+        lines.append(n + note)
+    return lines
 
 
 #: Longest output folder name, in UTF-8 bytes (file systems allow 255; room is left for "-NN").
@@ -249,6 +263,8 @@ def explain_files(
         input_size=source.image_size,
     )
     layer_names = explainer.resolve_layers(list(layers) if layers else None)
+    for method in methods:  # a method that cannot apply to this model fails before any image
+        check_applies(explainer, method)
     if target is not None:
         explainer.resolve_targets(target, 1)  # fail early on an unknown class
     options = dict(options or {})
@@ -389,10 +405,10 @@ def write_feature_maps(
         source.model, class_names=source.class_names, input_size=source.image_size
     )
     if not layers:
-        from tfcam.explain.engine import spatial_layers
+        from tfcam.explain.engine import explainable_layers
 
         early = getattr(source, "early_layer", None)
-        names = spatial_layers(explainer.model)
+        names = explainable_layers(explainer.model, explainer.input_size)
         layers = [early if early in names else names[min(1, len(names) - 1)]]
     layer_names = explainer.resolve_layers(list(layers))
     records = []

@@ -17,10 +17,23 @@
 
 Guided backpropagation and deconvnet run on a copy of the model whose ReLUs carry the modified
 gradient (built once, weights copied); the user's model is untouched.
+
+**Transformers and other GELU networks.** A ViT has no ReLU: its gates are the GELUs of the MLPs
+(keras-hub's ``Dense(activation="gelu")`` inside each block). Guided backpropagation is adapted
+rather than refused, by reading its rule as "at every gate, the gate's own derivative applied to
+the positive part of the incoming gradient": for a ReLU that is exactly Springenberg et al.'s rule
+(``1[x > 0] · ReLU(dy)``), for a GELU it is ``GELU'(x) · ReLU(dy)`` (deconvnet: ``ReLU(dy)``).
+Attention, softmax and layer norms back-propagate unchanged, as max-pooling and batch norm do in
+the original. Without the adaptation the method would silently equal the plain gradient on these
+models; with it, it keeps its character (positive evidence only), and it keeps its weakness too:
+Adebayo et al.'s sanity check applies (``tfcam evaluate-cams`` runs it). Gates nested inside
+layers (keras-hub blocks, which cannot be re-created from their configs) get the rule while the
+compiled function is traced, and are restored right after, so the model is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +138,57 @@ class RuleReLU(keras.layers.Layer):
 
 
 _RELU_NAMES = {"relu": None, "relu6": 6.0}
+#: Smooth gates that follow the guided (or deconvnet) rule: their derivative times ReLU(dy).
+GATES = ("gelu",)
+
+
+def _gate_with_rule(fn: Callable, rule: str) -> Callable:
+    """A smooth gate ``fn`` (GELU) whose backward pass is ``fn'(x) · ReLU(dy)`` (guided) or
+    ``ReLU(dy)`` (deconvnet); forward unchanged."""
+
+    @tf.custom_gradient
+    def f(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+
+        def grad(dy):
+            positive = tf.nn.relu(dy)
+            return positive if rule == "deconvnet" else tape.gradient(y, x, positive)
+
+        return y, grad
+
+    return f
+
+
+def _activation_name(fn) -> str:
+    return getattr(fn, "__name__", "").lower()
+
+
+def has_relu_layers(model: keras.Model) -> bool:
+    """Whether :func:`with_relu_rule` has anything to replace among the model's own layers."""
+    return any(
+        isinstance(la, keras.layers.ReLU)
+        or _activation_name(getattr(la, "activation", None)) in _RELU_NAMES
+        for la in model.layers
+    )
+
+
+@contextlib.contextmanager
+def gates_with_rule(model: keras.Model, rule: str):
+    """Within the block, every GELU gate of the model and of the layers inside its layers follows
+    ``rule``; restored on exit. Used while a compiled function is traced."""
+    swapped = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        act = getattr(layer, "activation", None)
+        if callable(act) and _activation_name(act) in GATES:
+            swapped.append((layer, act))
+            layer.activation = _gate_with_rule(act, rule)
+    try:
+        yield len(swapped)
+    finally:
+        for layer, act in swapped:
+            layer.activation = act
 
 
 def with_relu_rule(model: keras.Model, rule: str) -> keras.Model:
@@ -169,12 +233,13 @@ def _input_grad_fn(explainer: Explainer, rule: str | None):
         # Input gradients need no intermediate outputs, so the graph is the copy with batch
         # normalisation folded into the convolutions (cheaper forward and backward passes).
         graph = explainer.folded_head_graph()
-        if rule is not None:
+        if rule is not None and has_relu_layers(graph):
             folded = graph
             graph = explainer.copy_with(f"{rule}_folded", lambda m: with_relu_rule(folded, rule))
 
         def body(images, targets):
-            with tf.GradientTape() as tape:
+            gates = gates_with_rule(graph, rule) if rule else contextlib.nullcontext()
+            with gates, tf.GradientTape() as tape:
                 tape.watch(images)
                 _, targets, scores, probs = explainer.run_graph(graph, images, targets)
             return tape.gradient(scores, images), targets, scores, probs

@@ -11,7 +11,8 @@ Adding a gradient-weighted CAM is one decorated function here: its rule turns th
 activations whose channel sum, after a ReLU, is the map. The engine (:mod:`tfcam.explain.cams`)
 does the rest: the compiled pass, ``eigen_smooth``, ``aug_smooth``, upsampling, normalisation.
 Methods with passes of their own are rows here and functions in :mod:`tfcam.explain.cams`
-(``cam``) or :mod:`tfcam.explain.gradients` (``gradient``), which register under the same name.
+(``cam``), :mod:`tfcam.explain.gradients` (``gradient``) or :mod:`tfcam.explain.attention`
+(``attention``: transformers only), which register under the same name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Kinds of method: weighted by gradients at a layer; a CAM with a pass of its own; input space.
-GRADIENT_CAM, CAM, GRADIENT = "gradient_cam", "cam", "gradient"
+#: Kinds of method: weighted by gradients at a layer; a CAM with a pass of its own; input space;
+#: read from a transformer's attention.
+GRADIENT_CAM, CAM, GRADIENT, ATTENTION = "gradient_cam", "cam", "gradient", "attention"
 
 _EPS = 1e-7
 
@@ -31,10 +33,11 @@ class Method:
 
     Attributes:
         name: The name users type (``gradcam``, ``guided_backprop``).
-        kind: :data:`GRADIENT_CAM`, :data:`CAM` or :data:`GRADIENT`.
+        kind: :data:`GRADIENT_CAM`, :data:`CAM`, :data:`GRADIENT` or :data:`ATTENTION`.
         summary: What it computes, in a line.
         paper: Authors and year, e.g. ``Selvaraju et al. 2017``.
-        uses_layer: Its result depends on a layer (every CAM, and guided Grad-CAM).
+        uses_layer: Its result depends on a layer (every CAM, and guided Grad-CAM; the
+            attention methods read every block).
         weights: Gradient-weighted CAMs: ``weights(tf, acts, grads)`` → weighted activations.
         aliases: Other spellings accepted on the command line.
     """
@@ -163,12 +166,30 @@ _row(
     aliases=("ig",),
 )
 
+_row(
+    "attention_rollout",
+    ATTENTION,
+    "attention + identity, row-normalised, multiplied over blocks (transformers)",
+    "Abnar & Zuidema 2020",
+    layer=False,
+    aliases=("rollout",),
+)
+_row(
+    "gradient_attention",
+    ATTENTION,
+    "attention weighted by its positive gradient, accumulated over blocks (transformers)",
+    "Chefer, Gur & Wolf 2021",
+    layer=False,
+    aliases=("chefer", "grad_attention", "generic_attention"),
+)
+
 # Views of the table as it stands after this module's rows (code that must see rows registered
 # later, e.g. by a user's own rule, reads TABLE itself).
 METHODS = tuple(TABLE)
 GRADIENT_CAMS = tuple(n for n, m in TABLE.items() if m.kind == GRADIENT_CAM)
 CAM_METHODS = tuple(n for n, m in TABLE.items() if m.kind in (GRADIENT_CAM, CAM))
 GRADIENT_METHODS = tuple(n for n, m in TABLE.items() if m.kind == GRADIENT)
+ATTENTION_METHODS = tuple(n for n, m in TABLE.items() if m.kind == ATTENTION)
 #: Methods whose result depends on a layer (the gradient methods work on the input).
 LAYER_METHODS = tuple(n for n, m in TABLE.items() if m.uses_layer)
 #: One line per method for ``tfcam explain --list-methods`` (paper in brackets).

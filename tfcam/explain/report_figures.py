@@ -22,7 +22,7 @@ import pandas as pd
 from tfcam.data.pipeline import read_images
 from tfcam.errors import UserError
 from tfcam.explain.api import explain
-from tfcam.explain.engine import Explainer, spatial_layers
+from tfcam.explain.engine import Explainer, explainable_layers, spatial_layers
 from tfcam.explain.files import from_run
 from tfcam.io import atomic_path
 from tfcam.progress import task
@@ -50,10 +50,28 @@ def _spatial_shapes(model, names: list[str], input_size) -> dict[str, tuple]:
     return {n: tuple(int(d) for d in o.shape[1:3]) for n, o in zip(names, outs, strict=True)}
 
 
+def _transformer_stages(model, input_size=None) -> list[str]:
+    """A transformer's explainable token layers from the patch embedding to the default layer:
+    every block is a stage (they all share one grid)."""
+    from tfcam.explain.engine import model_size
+    from tfcam.explain.tokens import token_grid, token_layers, unreachable_patches
+
+    size = model_size(model, input_size)
+    grid = token_grid(model, size) if size else None
+    tokens = token_layers(model, grid)
+    cut = unreachable_patches(model, grid, tokens) if tokens else set()
+    return [n for n in tokens if n not in cut and n != "encoder_norm"]
+
+
 def stage_layers(model, limit: int = MAX_STAGES, input_size=None) -> list[str]:
     """The last layer at each spatial resolution (the output of each stage), at most ``limit``,
     evenly spread over the network's depth, deepest included. A model that takes any size is
-    measured at ``input_size``."""
+    measured at ``input_size``. A transformer's stages are its blocks, evenly spread up to the
+    default layer."""
+    blocks = _transformer_stages(model, input_size)
+    if blocks:
+        idx = np.linspace(0, len(blocks) - 1, min(limit, len(blocks))).round().astype(int)
+        return [blocks[i] for i in sorted(set(idx))]
     skip = ("InputLayer", "Preprocess", "Rescaling", "Normalization", "ZeroPadding2D", "Cropping2D")
     names = [n for n in spatial_layers(model) if type(model.get_layer(n)).__name__ not in skip]
     names = [n for n in names if type(model.get_layer(n)).__name__ != "FillPadding"]
@@ -339,7 +357,7 @@ def _build(run_dir, gallery_size: int, progress) -> Path:
 
         early = (
             source.early_layer
-            if source.early_layer in spatial_layers(explainer.model)
+            if source.early_layer in explainable_layers(explainer.model, explainer.input_size)
             else stages[0]
         )
         x = load(list(sample["path"][:2]))

@@ -119,12 +119,23 @@ _UNSUPPORTED_REASONS = {
     "UpSampling2D": "upsampling maps several output units to one input unit",
     "Resizing": "resizing changes the grid by a non-integer factor",
     "Conv2DTranspose": "a transposed convolution upsamples",
-    "MultiHeadAttention": "attention mixes all positions by content",
-    "Attention": "attention mixes all positions by content",
-    "AdditiveAttention": "attention mixes all positions by content",
     "Lambda": "the calculator cannot see inside a Lambda layer",
     "Permute": "a permutation may move spatial axes",
 }
+
+
+#: Layers whose every output depends on every input position: attention, and transformer blocks
+#: that hold one (keras-hub's ViT and DINOv2 blocks).
+_GLOBAL_REASONS = {
+    "MultiHeadAttention": "attention mixes all positions by content",
+    "Attention": "attention mixes all positions by content",
+    "AdditiveAttention": "attention mixes all positions by content",
+    "ViTEncoderBlock": "the block's self-attention mixes all tokens by content",
+    "DINOV2Layer": "the block's self-attention mixes all tokens by content",
+}
+#: Patch embeddings of transformers: each patch token sees its patch (a convolution with stride =
+#: kernel = patch size; the class and register tokens are learned constants).
+_PATCH_EMBEDDINGS = ("ViTPatchingAndEmbedding", "DINOV2Embedding")
 
 
 @dataclass(frozen=True)
@@ -325,11 +336,19 @@ class _Rules:
             if cls == "Concatenate" and g.kind == LOCAL and op.axis not in (-1, 3):
                 return _Geo(UNSUPPORTED, reason=f"'{name}' concatenates along a spatial axis")
             return _union(geos, name)
+        attention = next((c for c in chain if c in _GLOBAL_REASONS), None)
+        if attention:
+            return _Geo(
+                GLOBAL, reason=f"{_GLOBAL_REASONS[attention]} ('{name}')", context=g.context
+            )
         if g.kind == GLOBAL:
             # Anything computed from a global value stays global (SE branches, heads).
             return _Geo(GLOBAL, reason=g.reason, context=g.context)
         if cls in _IDENTITY_CLASSES:
             return g if len(geos) == 1 else _union(geos, name)
+        if any(c in chain for c in _PATCH_EMBEDDINGS):
+            patch = _pair(op.patch_size)
+            return _window(g, patch, patch, 1, "valid", name)
         if cls in _UNSUPPORTED_REASONS:
             return _Geo(UNSUPPORTED, reason=f"{_UNSUPPORTED_REASONS[cls]} ('{name}')")
         if "BaseConvTranspose" in chain:

@@ -147,9 +147,15 @@ class _Probe:
         return lambda *a, **k: op(*a, **{n: v for n, v in k.items() if n != "training"})
 
     def gradient_support(
-        self, layer: str, hw: tuple[int, int], unit: tuple[int, int] | None = None
+        self,
+        layer: str,
+        hw: tuple[int, int],
+        unit: tuple[int, int] | None = None,
+        grid: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, tuple[int, int]]:
-        """0/1 map ``[H, W]`` of the input pixels that can affect unit ``unit`` of ``layer``."""
+        """0/1 map ``[H, W]`` of the input pixels that can affect unit ``unit`` of ``layer``
+        (a transformer's token output ``[N, T, D]`` is read as its last ``grid`` tokens, the
+        patch tokens after the class and register tokens)."""
         import tensorflow as tf
 
         channels = int(self.model.inputs[0].shape[-1] or 3)
@@ -183,6 +189,8 @@ class _Probe:
             if "out" not in found:
                 raise UserError(f"Layer '{layer}' was not reached from the model input")
             out = found["out"]
+            if len(out.shape) == 3 and grid is not None:
+                out = tf.reshape(out[:, -grid[0] * grid[1] :], [-1, *grid, out.shape[-1]])
             if unit is None:
                 unit = (int(out.shape[1]) // 2, int(out.shape[2]) // 2)
             target = tf.reduce_sum(out[0, unit[0], unit[1], :])
@@ -243,7 +251,7 @@ def verify(
     f = fields[layer]
     f.require_local()
     probe = probe or _Probe(model)
-    mask, unit = probe.gradient_support(layer, f.input_shape, unit)
+    mask, unit = probe.gradient_support(layer, f.input_shape, unit, grid=f.shape)
     box = f.box(*unit)
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
