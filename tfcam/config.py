@@ -526,7 +526,8 @@ def validate(cfg: ExperimentConfig) -> None:
         bb.any_size or d.resize != "native",
         "data.resize",
         d.resize,
-        f"backbone {bb.name} needs a fixed input size; use stretch, pad or crop",
+        f"backbone {bb.name}{' is a transformer: it' if bb.transformer else ''} needs a fixed "
+        "input size; use stretch, pad or crop",
     )
     need(
         m.hidden_units >= 0, "model.hidden_units", m.hidden_units, "0 for none, or a positive size"

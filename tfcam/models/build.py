@@ -131,7 +131,8 @@ def build_classifier(
         )
     if variable_size and not bb.any_size:
         raise UserError(
-            f"Backbone '{bb.name}' needs a fixed input size, not images of any size "
+            f"Backbone '{bb.name}'{' is a transformer: it' if bb.transformer else ''} needs a "
+            "fixed input size, not images of any size "
             "(data.resize: native). Use stretch, pad or crop"
         )
     weights_arg = _weights_arg(weights, bb)

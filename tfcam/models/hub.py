@@ -48,6 +48,24 @@ _FAMILIES = {
     "dinov2": ("DINOV2Backbone", "torch", "DINOv2 (Oquab et al. 2024)"),
 }
 
+#: Parameters of each row's backbone at its default options and size (patch embedding, blocks,
+#: final norm; measured once on the built networks, so ``tfcam backbones`` builds nothing).
+_PARAMS = {
+    "vit_test": 23_904,
+    "vit_micro": 141_376,
+    "vit_tiny": 5_524_416,
+    "vit_small": 21_665_664,
+    "vit_base": 85_798_656,
+    "vit_large": 303_301_632,
+    "dinov2_test": 24_576,
+    "dinov2_small": 21_727_488,
+    "dinov2_base": 85_922_304,
+    "dinov2_large": 303_491_072,
+    "dinov2_reg_small": 21_729_024,
+    "dinov2_reg_base": 85_925_376,
+    "dinov2_reg_large": 303_495_168,
+}
+
 
 def _row(
     name: str,
@@ -88,6 +106,9 @@ def _row(
         f"{patch_size} px patches; weights from hub:PRESET or a preset directory",
         family=family,
         source="keras-hub",
+        params=_PARAMS.get(name, 0),
+        paper=paper,
+        any_size=False,  # position embeddings for one grid; a fixed input size
     )
 
 
