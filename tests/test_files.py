@@ -270,3 +270,22 @@ def test_input_window_matches_the_pipelines_resize(mode, hw):
     col = x0 + edge_in_photo * (x1 - x0)
     row = x[(y0 + y1) // 2]
     assert row[int(col) - 2] > 200 and row[min(int(col) + 2, 47)] < 60
+
+
+def test_explaining_twice_in_one_process_traces_once(source, inputs, tmp_path):
+    """Before: every explain_files call built a new explainer and traced its passes again (about
+    2 s for MobileNetV2: half the time of explaining 100 photos after the first call)."""
+    from tfcam.explain.engine import explainer_for
+
+    _, good, _ = inputs
+    for n in range(3):
+        explain_files(source, good, ["gradcam"], out_dir=tmp_path / str(n), batch_size=2)
+    explainer = explainer_for(
+        source.model,
+        class_names=tuple(source.class_names),
+        score="logit",
+        batch_size=2,
+        input_size=tuple(source.image_size),
+    )
+    counts = explainer.trace_counts()
+    assert counts and set(counts.values()) == {1}, counts
