@@ -19,7 +19,9 @@ from tfcam.models import BACKBONES
 
 #: tfcam's own networks; the keras.applications rows are built and explained at both layers in
 #: tests/test_applications.py (once: 40 networks are worth building only once per test run).
-OWN_BACKBONES = sorted(n for n, bb in BACKBONES.items() if bb.source != "keras.applications")
+#: tfcam's own CNNs (keras.applications: tests/test_applications.py; keras-hub transformers:
+#: tests/test_vit_explain.py).
+OWN_BACKBONES = sorted(n for n, bb in BACKBONES.items() if bb.source == "tfcam")
 
 
 def pearson(a, b):

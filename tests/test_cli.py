@@ -115,7 +115,7 @@ def test_bad_input_from_the_real_console_script():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "tfcam: error: Unknown experiment 'nope'. Choose from: caltech101, cifar10, drones, "
-        "folder, imagewoof, shapes, shapes_tiny, snakes"
+        "folder, imagewoof, shapes, shapes_tiny, shapes_vit, snakes"
     ]
 
 
