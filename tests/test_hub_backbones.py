@@ -460,10 +460,10 @@ def test_cli_fit_from_a_preset_directory_under_the_mirrored_strategy(tmp_path, v
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
+@pytest.mark.skip(
     reason="issue 16 acceptance 3 not met yet: shapes_vit ends near 0.5 validation accuracy "
-    "(see experiments/shapes_vit.yaml)",
-    strict=False,
+    "(see experiments/shapes_vit.yaml); skipped, not xfailed, so CI does not spend 4-7 minutes "
+    "training a model known to miss"
 )
 def test_shapes_vit_reaches_90_percent_from_scratch(tmp_path):
     """Acceptance 3 (its training half): the ``shapes_vit`` experiment, as a user runs it."""

@@ -80,11 +80,11 @@ def train_and_measure(root: Path, seed: int = 0) -> dict:
             "layer": ex.resolve_layers(None)[0]}  # fmt: skip
 
 
-@pytest.mark.xfail(
-    reason="a ViT trained from scratch here stops short of 0.9: val 0.59 with this recipe "
-    "(30 epochs, 9.5 min on 2 shared cores), 0.73 without distractors; waits for the builder's "
-    "shapes_vit experiment (which reports about 0.5 on i16-vit)",
-    strict=False,
+@pytest.mark.slow
+@pytest.mark.skip(
+    reason="issue 16 acceptance 3 not met yet: a ViT trained from scratch here stops short of "
+    "0.9 (val 0.59 with this recipe, 30 epochs, 9.5 min on 2 cores; 0.73 without distractors); "
+    "skipped rather than xfailed so CI does not spend the training on a known miss"
 )
 def test_tiny_vit_on_shapes_beats_center_on_energy_pointing(tmp_path):
     pytest.importorskip("keras_hub")
