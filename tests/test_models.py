@@ -11,8 +11,6 @@ from tfcam.models import BACKBONES
 from tfcam.models.build import backbone_layers, build_classifier, load_model, set_backbone_trainable
 from tfcam.models.layers import Preprocess
 
-#: tfcam's own networks; the keras.applications rows are built and explained at both layers in
-#: tests/test_applications.py (once: 40 networks are worth building only once per test run).
 #: tfcam's own CNNs (keras.applications: tests/test_applications.py; keras-hub transformers, whose
 #: layers are token sequences: tests/test_hub_backbones.py).
 OWN_BACKBONES = sorted(n for n, bb in BACKBONES.items() if bb.source == "tfcam")
