@@ -194,7 +194,9 @@ def test_nasnet_refuses_images_of_any_size_in_one_line():
         load_experiment("shapes", ["model.backbone=nasnet_mobile", "data.resize=native"])
     with pytest.raises(UserError, match="'nasnet_large' needs a fixed input size"):
         build_classifier(backbone="nasnet_large", num_classes=2, image_size=64, variable_size=True)
-    assert [n for n, bb in BACKBONES.items() if not bb.any_size] == [
+    # Transformers registered by tfcam.models.hub (when another test imported it first) have
+    # fixed position-embedding grids too; among the CNNs only NASNet is fixed.
+    assert [n for n, bb in BACKBONES.items() if not bb.any_size and not bb.transformer] == [
         "nasnet_mobile",
         "nasnet_large",
     ]
