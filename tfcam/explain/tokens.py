@@ -2,7 +2,8 @@
 
 A transformer layer outputs tokens ``[N, T, D]``: ``prefix`` tokens first (the class token, then
 register tokens for DINOv2 with registers), then the ``gh·gw`` patch tokens in row-major order,
-``gh = H / patch`` and ``gw = W / patch`` (non-square inputs too). :class:`TokenGrid` drops the
+``gh = H / patch`` and ``gw = W / patch`` (non-square inputs too; after a convolutional stem the
+patch is counted in the stem's cells, so ``gh = H / (stride · patch)``). :class:`TokenGrid` drops the
 prefix and reshapes the rest to ``[N, gh, gw, D]``, so every CAM of the engine sees a feature
 map, as pytorch-grad-cam's ``reshape_transform`` does by hand. The reshape runs inside the
 compiled functions: activations and their gradients are both taken at the token tensor (which
@@ -65,6 +66,19 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
 
 
+def _stem_stride(model: keras.Model, layer) -> tuple[int, int]:
+    """How many input pixels one cell of the embedding's input spans: 1 when the embedding reads
+    the image, ``2^k`` after a convolutional stem of ``k`` stride-2 layers (``model.options.stem``).
+    Read from static shapes; 1 when either is unknown (variable-size inputs have no stem)."""
+    try:
+        inner, outer = layer.input.shape, model.inputs[0].shape
+    except (AttributeError, ValueError, IndexError):
+        return 1, 1
+    if len(inner) != 4 or None in (inner[1], inner[2], outer[1], outer[2]):
+        return 1, 1
+    return max(outer[1] // inner[1], 1), max(outer[2] // inner[2], 1)
+
+
 def _is_tokens(layer) -> bool:
     outs = outputs_of(layer)
     return len(outs) == 1 and len(outs[0].shape) == 3 and outs[0].shape[-1] is not None
@@ -79,7 +93,8 @@ def token_grid(model: keras.Model, input_size: tuple[int, int]) -> TokenGrid | N
             ph, pw = _pair(layer.patch_size)
             has_class = bool(getattr(layer, "use_class_token", True))
             prefix = int(has_class) + int(getattr(layer, "num_register_tokens", 0) or 0)
-            return TokenGrid(prefix, h // ph, w // pw, has_class, layer.name)
+            sh, sw = _stem_stride(model, layer)
+            return TokenGrid(prefix, h // (sh * ph), w // (sw * pw), has_class, layer.name)
     first = next((la for la in layers if _is_tokens(la)), None)
     if first is None or first.output.shape[1] is None:
         return None

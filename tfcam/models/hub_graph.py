@@ -151,6 +151,51 @@ def _blocks_and_norm(t, block_class, n, epsilon: float, **kwargs):
     return norm(t), blocks, norm
 
 
+def stem_layers(spec, name: str) -> list[tuple[int, int]]:
+    """``model.options.stem`` as ``(width, stride)`` pairs: an entry ``W`` is a stride-2
+    convolution of ``W`` channels, ``[W, 1]`` one of stride 1 (``[W, 2]`` is ``W``).
+
+    Raises:
+        UserError: Anything else, in one line with an example.
+    """
+
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    pairs = []
+    for item in spec if isinstance(spec, (list, tuple)) else [None]:
+        if count(item):
+            pairs.append((item, 2))
+        elif (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            and count(item[0])
+            and item[1] in (1, 2)
+            and not isinstance(item[1], bool)
+        ):
+            pairs.append((int(item[0]), int(item[1])))
+        else:
+            raise UserError(
+                f"Invalid value for model.options.stem of backbone '{name}': {spec!r} (expected "
+                "a list of channel counts, one per 3×3 convolution of stride 2, or [width, 1] "
+                "for stride 1, like [16, 32, 64] or [[32, 1], 32, 64]; [] for none)"
+            )
+    return pairs
+
+
+def conv_stem(x, pairs, name: str):
+    """A convolutional stem (Xiao et al. 2021, "Early Convolutions Help Transformers See
+    Better"): per ``(width, stride)`` of :func:`stem_layers`, a 3×3 convolution without bias,
+    batch normalisation and ReLU, named ``stem_conv_<i>``, ``stem_bn_<i>``, ``stem_relu_<i>``."""
+    for i, (width, stride) in enumerate(pairs, start=1):
+        x = keras.layers.Conv2D(
+            width, 3, strides=stride, padding="same", use_bias=False, name=f"stem_conv_{i}"
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"stem_bn_{i}")(x)
+        x = keras.layers.ReLU(name=f"stem_relu_{i}")(x)
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # The two families
 
@@ -160,8 +205,9 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
 
     Args:
         x: The symbolic input of the backbone.
-        image_hw: ``(H, W)``, each divisible by the patch size.
-        options: The registry row's resolved options (used without a preset).
+        image_hw: ``(H, W)``, each divisible by the patch size (times the stem's stride).
+        options: The registry row's resolved options (used without a preset); ``stem`` adds
+            :func:`conv_stem` before the patch embedding.
         source: ``hub:PRESET`` or a preset directory; None for random weights.
         name: The registry row, for messages.
 
@@ -179,17 +225,32 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
                 f"{trained[0]}×{trained[1]}; keras-hub's ViT position embeddings do not "
                 f"interpolate: set data.image_size={trained[0]} (got {image_hw[0]}×{image_hw[1]})"
             )
+        if options.get("stem"):
+            raise UserError(
+                f"model.options.stem builds a convolutional stem with random weights; the "
+                f"preset '{source.removeprefix(PRESET_PREFIX)}' has none. Leave the option out "
+                "(or use model.weights=none)"
+            )
     else:
         c = {**options, "dropout_rate": 0.0, "attention_dropout": 0.0}
         c.update(layer_norm_epsilon=1e-6, use_mha_bias=True, use_mlp_bias=True)
         c.update(use_class_token=True, use_patch_bias=True)
     patch = _pair(c["patch_size"])
-    _check_size(image_hw, patch, name)
+    stem = stem_layers(c.get("stem", []), name)
+    stride = 1
+    for _, s in stem:
+        stride *= s
+    _check_size(image_hw, (patch[0] * stride, patch[1] * stride), name)
+    channels = 3
+    if stem:
+        x = conv_stem(x, stem, name)
+        image_hw = (image_hw[0] // stride, image_hw[1] // stride)
+        channels = stem[-1][0]
     emb = ViTEmbedding(
         image_size=tuple(image_hw),
         patch_size=patch,
         hidden_dim=c["hidden_dim"],
-        num_channels=3,
+        num_channels=channels,
         use_class_token=c["use_class_token"],
         use_patch_bias=c["use_patch_bias"],
         name="patch_embedding",
