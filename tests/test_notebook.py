@@ -77,6 +77,25 @@ def test_import_tfcam_loads_no_tensorflow_and_leaves_import_machinery_as_it_was(
     assert done.stdout.split()[1] == "True"
 
 
+def test_the_native_noise_filter_drops_the_onednn_type_notices_and_keeps_real_errors():
+    from tfcam.startup import NATIVE_NOISE
+
+    # Printed once per process by ViTs (DT_INT32: position ids) and uint8 transposes (DT_UINT8)
+    # on CPUs without AVX-512: a performance note, not an error. DT_INT32 came through before.
+    for dtype in ("DT_UINT8", "DT_INT32", "DT_BFLOAT16"):
+        line = (
+            f"E0000 00:00:1796297829.482825     403 util.cc:131] oneDNN supports {dtype} only "
+            "on platforms with AVX-512. Falling back to the default Eigen-based implementation"
+        )
+        assert NATIVE_NOISE.match(line.encode()), dtype
+    for kept in (
+        "E0000 00:00:1796297829.482825     403 util.cc:131] oneDNN failed to allocate memory",
+        "ValueError: oneDNN supports DT_INT32 only",
+        "Traceback (most recent call last):",
+    ):
+        assert not NATIVE_NOISE.match(kept.encode()), kept
+
+
 def test_no_tensorflow_native_lines_after_import_tfcam(tiny_run, val_paths):
     # Before the fix: the absl banner, the oneDNN and CUDA lines were printed to stderr even
     # with TF_CPP_MIN_LOG_LEVEL=2 (they come before TensorFlow's logging is set up).

@@ -34,7 +34,7 @@ NATIVE_NOISE = re.compile(
     rb"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
     rb"|E\d{4} [\d:. ]+ +\d+ cuda_(platform|executor|diagnostics)\.cc:\d+\] "
     rb"|To enable the following instructions: "
-    rb"|E\d{4} [\d:. ]+ +\d+ util\.cc:\d+\] oneDNN supports DT_UINT8 only)"
+    rb"|E\d{4} [\d:. ]+ +\d+ util\.cc:\d+\] oneDNN supports DT_[A-Z0-9]+ only on platforms)"
 )
 
 
