@@ -20,12 +20,14 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install
 	$(BIN)/tfcam fit --experiment shapes
 
-# The whole suite, slow tests included (they read ../shared/data, or $$TFCAM_SHARED_DATA).
+# The whole suite, slow tests included (they read ../shared/data, or $$TFCAM_SHARED_DATA), in
+# TEST_WORKERS processes (pytest-xdist; each test file stays in one worker).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -144,3 +144,13 @@ def shapes_run(tmp_path_factory):
     )
     assert out.returncode == 0, out.stderr[-4000:]
     return run_dir
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) each test file runs in one worker,
+    so its module fixtures are built once; the tests that read the trained demo run
+    (``shapes_run``, two minutes of training) share one worker wherever they are."""
+    for item in items:
+        group = "shapes_run" if "shapes_run" in item.fixturenames else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
