@@ -1,15 +1,19 @@
-"""Acceptance 3, explanation half (slow): a tiny ViT trained on ``shapes`` reaches 0.9 validation
-accuracy, and its Grad-CAM, attention rollout and gradient-weighted attention maps put more of
-their energy on the target shape's box than the ``center`` reference map does.
+"""Issue 16, acceptance 3 (slow): the ``shapes_vit`` experiment, trained as a user trains it
+(``tfcam fit -e experiments/shapes_vit.yaml``), reaches 0.9 validation accuracy, and its attention
+rollout, gradient-weighted attention and LayerCAM maps put more of their energy into the target
+shape's box than the ``center`` reference map does (Wang et al. 2020's energy-based pointing game,
+as ``evaluate-cams`` scores it). Grad-CAM does not, on this model: a strict xfail holds the figure.
 
-Until the builder's ``shapes_vit`` experiment exists the ViT (keras-hub layers in the contract's
-layout, :mod:`tiny_vit`) is trained here with ``model.fit`` on the generated images.
-Run as a script to see the numbers: ``python tests/test_vit_shapes_slow.py``.
+Run as a script to see the numbers: ``python tests/test_vit_shapes_slow.py [RUN_DIR]``
+(trains into RUN_DIR unless it already holds a finished run).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,89 +22,100 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-#: The data: three classes of shapes_tiny at 32 px with one distractor, more images to learn from.
-CLASSES = ("circle", "square", "triangle")
-PER_SPLIT = {"train": 900, "val": 100}
-SIZE = 32
-EPOCHS = 30
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = REPO / "experiments" / "shapes_vit.yaml"
+METHODS = ("gradcam", "layercam", "attention_rollout", "gradient_attention")
 
 
-def _load(root: Path, split: str):
-    import cv2
+def train(run_dir: Path) -> tuple[float, str]:
+    """``tfcam fit`` of the experiment in a child process: (seconds, stderr)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "tfcam.cli", "fit", "-e", str(EXPERIMENT), "--run-dir",
+         str(run_dir), "--no-report"],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    return time.perf_counter() - t0, out.stderr
 
+
+def measure(run_dir: Path) -> dict:
+    """Validation accuracy, and energy pointing per method on the validation images."""
+    import pandas as pd
+
+    from tfcam.data.pipeline import read_images
     from tfcam.data.shapes import read_boxes
-
-    boxes = read_boxes(root)
-    images, labels, box = [], [], []
-    for ci, cls in enumerate(CLASSES):
-        for f in sorted((root / split / cls).glob("*.png")):
-            images.append(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
-            labels.append(ci)
-            box.append(boxes[str(f.resolve())])
-    return np.stack(images).astype("float32"), np.array(labels), np.array(box, "float64")
-
-
-def train_and_measure(root: Path, seed: int = 0) -> dict:
-    """Generates the data under ``root``, trains the ViT, and measures energy pointing on val."""
-    import keras
-    from tiny_vit import tiny_vit
-
-    from tfcam.data.shapes import generate
     from tfcam.explain.api import explain
     from tfcam.explain.engine import Explainer
     from tfcam.explain.evaluate_cams import reference_maps
     from tfcam.explain.metrics import energy_pointing_game
+    from tfcam.models.build import load_model
 
-    if not (root / "boxes.csv").is_file():
-        generate(root, classes=CLASSES, per_split=PER_SPLIT, resolution=SIZE, max_distractors=1,
-                 seed=7)  # fmt: skip
-    x, y, _ = _load(root, "train")
-    xv, yv, boxes = _load(root, "val")
-    model = tiny_vit(patch=4, blocks=3, dim=64, heads=4, mlp=128, num_classes=3, seed=seed)
-    steps = EPOCHS * int(np.ceil(len(x) * 2 / 64))
-    schedule = keras.optimizers.schedules.CosineDecay(1e-4, steps, warmup_target=1e-3,
-                                                      warmup_steps=steps // 10)  # fmt: skip
-    model.compile(keras.optimizers.AdamW(schedule, weight_decay=0.05),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
-    # Flips keep a shape's class (and its box is not needed for training).
-    x2 = np.concatenate([x, x[:, :, ::-1]])
-    y2 = np.concatenate([y, y])
-    t0 = time.perf_counter()
-    model.fit(x2, y2, batch_size=64, epochs=EPOCHS, verbose=0, shuffle=True)
-    seconds = time.perf_counter() - t0
-    accuracy = float((model.predict(xv, verbose=0).argmax(1) == yv).mean())
-    ex = Explainer(model, class_names=list(CLASSES))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    names = json.loads((run_dir / "class_names.json").read_text())
+    val = pd.read_csv(run_dir / "splits.csv").query("split == 'val'")
+    paths = val["path"].tolist()
+    boxes_of = read_boxes(Path(paths[0]).parents[2])
+    boxes = np.array([boxes_of[p] for p in paths], "float64")
+    targets = [names.index(v) if isinstance(v, str) else int(v) for v in val["label"]]
+    x = read_images(paths, 32)
+    ex = Explainer(load_model(run_dir / "model.keras"), class_names=names)
     energy = {}
-    for method in ("gradcam", "attention_rollout", "gradient_attention"):
-        maps = explain(ex, xv, method, targets=list(yv)).heatmap
+    for method in METHODS:
+        maps = explain(ex, x, method, targets=targets).heatmap
         energy[method] = float(energy_pointing_game(maps, boxes).mean())
-    center = reference_maps("center", len(xv), SIZE, SIZE)
-    energy["center"] = float(energy_pointing_game(center, boxes).mean())
-    return {"val_accuracy": accuracy, "energy_pointing": energy, "train_seconds": seconds,
-            "layer": ex.resolve_layers(None)[0]}  # fmt: skip
+    energy["center"] = float(
+        energy_pointing_game(reference_maps("center", len(x), 32, 32), boxes).mean()
+    )
+    return {
+        "val_accuracy": metrics["val"]["accuracy"],
+        "energy_pointing": energy,
+        "layer": ex.resolve_layers(None)[0],
+        "n": len(x),
+    }
 
 
-@pytest.mark.slow
-@pytest.mark.skip(
-    reason="issue 16 acceptance 3 not met yet: a ViT trained from scratch here stops short of "
-    "0.9 (val 0.59 with this recipe, 30 epochs, 9.5 min on 2 cores; 0.73 without distractors); "
-    "skipped rather than xfailed so CI does not spend the training on a known miss"
-)
-def test_tiny_vit_on_shapes_beats_center_on_energy_pointing(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
     pytest.importorskip("keras_hub")
-    result = train_and_measure(tmp_path / "shapes")
-    print(result)
+    run_dir = tmp_path_factory.mktemp("shapes_vit") / "run"
+    seconds, stderr = train(run_dir)
+    result = measure(run_dir)
+    print({**result, "train_seconds": round(seconds)})
+    return result, stderr
+
+
+def test_shapes_vit_reaches_090_and_attention_maps_beat_center_on_energy_pointing(trained):
+    result, stderr = trained
+    # A ViT's position ids are int32: oneDNN's "supports DT_INT32 only on platforms with
+    # AVX-512" notice used to reach the terminal once per run.
+    assert "oneDNN" not in stderr, [line for line in stderr.splitlines() if "oneDNN" in line]
+    assert result["n"] == 500 and result["layer"] == "block_3"  # the last block's input
     assert result["val_accuracy"] >= 0.9, result
     energy = result["energy_pointing"]
-    for method in ("gradcam", "attention_rollout", "gradient_attention"):
-        assert energy[method] > energy["center"], (method, result)
+    for method in ("attention_rollout", "gradient_attention", "layercam"):
+        assert energy[method] > energy["center"] + 0.1, (method, result)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 acceptance 3, not met: on this ViT Grad-CAM puts 0.47 of its energy in the "
+    "box, the same as the center reference (0.47); its channel weights average the gradient over "
+    "every token, and after global attention every token carries the class (LayerCAM, which "
+    "keeps the gradient per token, reaches 0.77)",
+)
+def test_grad_cam_on_the_shapes_vit_beats_center_on_energy_pointing(trained):
+    energy = trained[0]["energy_pointing"]
+    assert energy["gradcam"] > energy["center"], energy
 
 
 if __name__ == "__main__":
-    import sys
     import tempfile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(Path(__file__).parent))
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "shapes"
-    print(train_and_measure(root))
+    run = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "run"
+    took = None if (run / "model.keras").is_file() else train(run)[0]
+    print({**measure(run), "train_seconds": took})
