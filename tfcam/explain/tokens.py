@@ -2,8 +2,8 @@
 
 A transformer layer outputs tokens ``[N, T, D]``: ``prefix`` tokens first (the class token, then
 register tokens for DINOv2 with registers), then the ``gh·gw`` patch tokens in row-major order,
-``gh = H / patch`` and ``gw = W / patch`` (non-square inputs too; after a convolutional stem the
-patch is counted in the stem's cells, so ``gh = H / (stride · patch)``). :class:`TokenGrid` drops the
+``gh = H / patch`` and ``gw = W / patch`` (non-square inputs too; after a convolutional stem
+the patch counts the stem's cells: ``gh = H / (stride · patch)``). :class:`TokenGrid` drops the
 prefix and reshapes the rest to ``[N, gh, gw, D]``, so every CAM of the engine sees a feature
 map, as pytorch-grad-cam's ``reshape_transform`` does by hand. The reshape runs inside the
 compiled functions: activations and their gradients are both taken at the token tensor (which
@@ -68,7 +68,7 @@ def _pair(v) -> tuple[int, int]:
 
 def _stem_stride(model: keras.Model, layer) -> tuple[int, int]:
     """How many input pixels one cell of the embedding's input spans: 1 when the embedding reads
-    the image, ``2^k`` after a convolutional stem of ``k`` stride-2 layers (``model.options.stem``).
+    the image, the product of its strides after a convolutional stem (``model.options.stem``).
     Read from static shapes; 1 when either is unknown (variable-size inputs have no stem)."""
     try:
         inner, outer = layer.input.shape, model.inputs[0].shape

@@ -14,8 +14,8 @@ Two families, each a flat stack of identical blocks over a token sequence:
 
 Every row takes its architecture as options that ``--set model.options.num_layers=2`` may
 override (``patch_size``, ``num_layers``, ``hidden_dim``, ``num_heads``, ``mlp_dim``; DINOv2 also
-``num_register_tokens``; ViT also ``stem``, below); ``vit_test`` and ``dinov2_test`` are tiny sizes (2 blocks of width 32,
-patches of 8 px) for tests, ``vit_micro`` (4 blocks of width 64, 4 px patches at 32 px) the one the
+``num_register_tokens``; ViT also ``stem``, below); ``vit_test`` and ``dinov2_test`` are tiny
+sizes (2 blocks of width 32, patches of 8 px) for tests, ``vit_micro`` (4 blocks of width 64, 4 px patches at 32 px) the one the
 ``shapes_vit`` experiment trains from scratch. A row's ``cam_layer``/``last_stage`` name the last
 block of its own depth: with ``num_layers`` overridden or a preset, count the model's ``block_<i>``
 layers (:func:`last_blocks_start`). With ``--weights hub:PRESET`` or a preset
@@ -29,8 +29,8 @@ are then cut from the stem's output (``patch_size`` counts its cells: 1 makes on
 cell). This is the "hybrid" input of the ViT paper (§3.1) in the form of Xiao et al., "Early
 Convolutions Help Transformers See Better" (NeurIPS 2021), who show it makes transformers
 optimise faster and more stably; it is what lets a small ViT learn ``shapes`` from scratch in
-minutes (``shapes_vit``). The token grid is the stem's grid: ``H / (stride · patch_size)``, ``stride`` the
-product of the stem's strides.
+minutes (``shapes_vit``). The token grid is the stem's grid: ``H / (stride · patch_size)``,
+``stride`` the product of the stem's strides.
 
 The classifier built from a row (:mod:`tfcam.models.hub_graph`) is flat: ``image``,
 ``preprocess``, ``patch_embedding``, ``block_1`` … ``block_<L>``, ``encoder_norm``, the head
@@ -100,7 +100,7 @@ def _row(
         "mlp_dim": mlp_dim,
     }
     if family == "vit":
-        options["stem"] = []  # widths of a convolutional stem (Xiao et al. 2021); none by default
+        options["stem"] = []  # a convolutional stem (Xiao et al. 2021): W or [W, 1] per layer
     if registers is not None:
         options["num_register_tokens"] = registers
     return Backbone(

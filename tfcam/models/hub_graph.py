@@ -18,6 +18,7 @@ Importing this module imports keras_hub; without it, one line says how to instal
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
@@ -237,9 +238,7 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
         c.update(use_class_token=True, use_patch_bias=True)
     patch = _pair(c["patch_size"])
     stem = stem_layers(c.get("stem", []), name)
-    stride = 1
-    for _, s in stem:
-        stride *= s
+    stride = math.prod(s for _, s in stem)
     _check_size(image_hw, (patch[0] * stride, patch[1] * stride), name)
     channels = 3
     if stem:
