@@ -222,6 +222,66 @@ def test_conv_stem_feeds_the_patch_embedding_and_sets_the_token_grid(tmp_path):
     assert model.get_layer("patch_embedding").output.shape == (None, 17, 32)
 
 
+def test_vit_register_tokens_follow_the_class_token_without_position_embeddings(tmp_path):
+    from tfcam.explain.attention import explain_attention
+    from tfcam.explain.cams import explain_cam
+    from tfcam.explain.engine import Explainer
+    from tfcam.explain.tokens import token_grid
+
+    keras.utils.set_random_seed(6)
+    model = build_classifier(
+        backbone="vit_test",
+        num_classes=3,
+        image_size=(32, 48),
+        options={"num_register_tokens": 2},
+        head="token",
+    )
+    emb = model.get_layer("patch_embedding")
+    assert emb.num_register_tokens == 2
+    assert tuple(emb.output.shape) == (None, 1 + 2 + 4 * 6, 32)
+    x = _images(32, 48)
+    tokens = np.asarray(keras.Model(model.input, emb.output)(x))
+    registers = np.asarray(emb.register_tokens)[0]
+    positions = np.asarray(emb.position_embedding(emb.position_ids))[0]
+    # Token 0: the class token plus its position; then the registers as learned, for every image
+    # (no position added); then the patches with the positions of patches 1….
+    want = np.broadcast_to(np.asarray(emb.class_token)[0, 0] + positions[0], (2, 32))
+    np.testing.assert_allclose(tokens[:, 0], want, rtol=1e-6)
+    np.testing.assert_array_equal(tokens[:, 1:3], np.broadcast_to(registers, (2, 2, 32)))
+    patches = np.asarray(
+        keras.ops.reshape(emb.patch_embedding(keras.ops.convert_to_tensor(
+            np.asarray(model.get_layer("preprocess")(x)))), (2, 24, 32))
+    )  # fmt: skip
+    np.testing.assert_allclose(tokens[:, 3:], patches + positions[1:], rtol=1e-5, atol=1e-5)
+    grid = token_grid(model, (32, 48))
+    assert (grid.prefix, grid.rows, grid.cols, grid.class_token) == (3, 4, 6, True)
+    ex = Explainer(model, batch_size=2)
+    assert ex.resolve_layers(None) == ("block_1",)  # the input of the last block
+    cam = explain_cam(ex, x, "gradcam").heatmap
+    rollout = explain_attention(ex, x, "attention_rollout").heatmap
+    assert cam.shape == rollout.shape == (2, 32, 48)
+    assert np.isfinite(cam).all() and np.isfinite(rollout).all()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    again = load_model(path)
+    assert again.get_layer("patch_embedding").num_register_tokens == 2
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(UserError, match=r"num_register_tokens: -1 \(0 or more\)"):
+        build_classifier(
+            backbone="vit_test", num_classes=2, image_size=32, options={"num_register_tokens": -1}
+        )
+
+
+def test_vit_registers_are_refused_with_a_preset(vit_preset):
+    path, _ = vit_preset
+    with pytest.raises(UserError, match="has none. Leave the option out") as err:
+        build_classifier(
+            backbone="vit_test", num_classes=2, image_size=32, weights=str(path),
+            options={"num_register_tokens": 4},
+        )  # fmt: skip
+    assert "dinov2_reg_" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     "stem, match",
     [
@@ -253,6 +313,7 @@ def test_token_head_reads_the_class_token_and_gap_the_mean_of_patch_tokens():
     x = _images()
     for backbone, opts, prefix in (
         ("vit_test", {}, 1),
+        ("vit_test", {"num_register_tokens": 2}, 3),
         ("dinov2_test", {"num_register_tokens": 2}, 3),
     ):
         for head in ("token", "gap"):

@@ -13,7 +13,7 @@ Two families, each a flat stack of identical blocks over a token sequence:
   ``dinov2_with_registers_base`` …
 
 Every row takes its architecture as options that ``--set model.options.num_layers=2`` may
-override (``patch_size``, ``num_layers``, ``hidden_dim``, ``num_heads``, ``mlp_dim``; DINOv2 also
+override (``patch_size``, ``num_layers``, ``hidden_dim``, ``num_heads``, ``mlp_dim``,
 ``num_register_tokens``; ViT also ``stem``, below); ``vit_test`` and ``dinov2_test`` are tiny
 sizes (2 blocks of width 32, patches of 8 px) for tests, ``vit_micro`` (4 blocks of width 64, 4 px patches at 32 px) the one the
 ``shapes_vit`` experiment trains from scratch. A row's ``cam_layer``/``last_stage`` name the last
@@ -31,6 +31,10 @@ Convolutions Help Transformers See Better" (NeurIPS 2021), who show it makes tra
 optimise faster and more stably; it is what lets a small ViT learn ``shapes`` from scratch in
 minutes (``shapes_vit``). The token grid is the stem's grid: ``H / (stride · patch_size)``,
 ``stride`` the product of the stem's strides.
+
+``num_register_tokens`` on ViT rows (random weights only; keras-hub's ViT presets have none) adds
+learned tokens after the class token, without position embeddings, as DINOv2 with registers has
+them (Darcet et al., "Vision Transformers Need Registers", ICLR 2024); ``shapes_vit`` uses 4.
 
 The classifier built from a row (:mod:`tfcam.models.hub_graph`) is flat: ``image``,
 ``preprocess``, ``patch_embedding``, ``block_1`` … ``block_<L>``, ``encoder_norm``, the head
@@ -101,6 +105,7 @@ def _row(
     }
     if family == "vit":
         options["stem"] = []  # a convolutional stem (Xiao et al. 2021): W or [W, 1] per layer
+        registers = 0 if registers is None else registers  # tfcam's, random weights only
     if registers is not None:
         options["num_register_tokens"] = registers
     return Backbone(

@@ -39,7 +39,40 @@ class ViTEmbedding(vit_layers.ViTPatchingAndEmbedding):
     """keras-hub's ViT patch embedding (patches → linear projection, class token, learned
     position embeddings), with a config its constructor takes back: keras-hub 0.32 adds
     ``num_patches`` and ``num_positions`` (derived values the constructor rejects) and leaves
-    out ``use_patch_bias``."""
+    out ``use_patch_bias``.
+
+    ``num_register_tokens`` (tfcam's, random weights only) appends that many learned tokens after
+    the class token, with no position embedding, as DINOv2 with registers does (Darcet et al.,
+    "Vision Transformers Need Registers", ICLR 2024): without them a ViT stores its global
+    information in low-information background tokens, which then carry the class.
+    """
+
+    def __init__(self, *args, num_register_tokens: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_register_tokens = int(num_register_tokens)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.num_register_tokens:
+            self.register_tokens = self.add_weight(
+                shape=(1, self.num_register_tokens, self.hidden_dim),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=self.variable_dtype,
+                name="register_tokens",
+            )
+
+    def call(self, inputs):
+        tokens = super().call(inputs)
+        if not self.num_register_tokens:
+            return tokens
+        first = int(self.use_class_token)
+        registers = keras.ops.tile(self.register_tokens, (keras.ops.shape(tokens)[0], 1, 1))
+        registers = keras.ops.cast(registers, tokens.dtype)
+        return keras.ops.concatenate([tokens[:, :first], registers, tokens[:, first:]], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        n, length, d = super().compute_output_shape(input_shape)
+        return (n, None if length is None else length + self.num_register_tokens, d)
 
     def get_config(self):
         config = super().get_config()
@@ -47,6 +80,7 @@ class ViTEmbedding(vit_layers.ViTPatchingAndEmbedding):
         config.pop("num_positions", None)
         config["use_patch_bias"] = self.use_patch_bias
         config["data_format"] = self.data_format
+        config["num_register_tokens"] = self.num_register_tokens
         return config
 
 
@@ -232,11 +266,22 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
                 f"preset '{source.removeprefix(PRESET_PREFIX)}' has none. Leave the option out "
                 "(or use model.weights=none)"
             )
+        if options.get("num_register_tokens"):
+            raise UserError(
+                f"model.options.num_register_tokens adds register tokens with random weights; "
+                f"the ViT preset '{source.removeprefix(PRESET_PREFIX)}' has none. Leave the "
+                "option out (or use model.weights=none, or a dinov2_reg_* backbone)"
+            )
     else:
         c = {**options, "dropout_rate": 0.0, "attention_dropout": 0.0}
         c.update(layer_norm_epsilon=1e-6, use_mha_bias=True, use_mlp_bias=True)
         c.update(use_class_token=True, use_patch_bias=True)
     patch = _pair(c["patch_size"])
+    registers = int(c.get("num_register_tokens", 0) or 0)
+    if registers < 0:
+        raise UserError(
+            f"Invalid value for model.options.num_register_tokens: {registers} (0 or more)"
+        )
     stem = stem_layers(c.get("stem", []), name)
     stride = math.prod(s for _, s in stem)
     _check_size(image_hw, (patch[0] * stride, patch[1] * stride), name)
@@ -252,6 +297,7 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
         num_channels=channels,
         use_class_token=c["use_class_token"],
         use_patch_bias=c["use_patch_bias"],
+        num_register_tokens=registers,
         name="patch_embedding",
     )
     t = emb(x)
@@ -277,7 +323,7 @@ def vit_tokens(x, *, image_hw, options, source=None, name="vit"):
         for block, src in zip(blocks, encoder.encoder_layers, strict=True):
             _copy(block, src)
         _copy(norm, encoder.layer_norm)
-    return t, int(bool(c["use_class_token"]))
+    return t, int(bool(c["use_class_token"])) + registers
 
 
 def dinov2_tokens(x, *, image_hw, options, source=None, name="dinov2"):
