@@ -45,7 +45,10 @@ _PIXEL_LAYERS = (keras.layers.Rescaling, keras.layers.Normalization)
 #: runs eagerly: the same model to the same layers, without the 5–20 s of tracing a deep network's
 #: gradient graph, which the family's smallest row has already shown to work.
 COMPILED = {
-    min((n for n in APPLICATIONS if BACKBONES[n].family == family), key=lambda n: BACKBONES[n].params)
+    min(
+        (n for n in APPLICATIONS if BACKBONES[n].family == family),
+        key=lambda n: BACKBONES[n].params,
+    )
     for family in {BACKBONES[n].family for n in APPLICATIONS}
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from tfcam.cli import explanations, receptive_field, runs, training  # noqa: F401 - registers
+from tfcam.cli import explanations, receptive_field, runs, serve, training  # noqa: F401 - registers
 from tfcam.cli.group import cli, handle_interrupts
 
 

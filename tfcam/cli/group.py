@@ -122,6 +122,7 @@ WORKFLOW = {
     "compare": "Runs side by side: config differences, accuracy, loss, curves, a page.",
     "lr-find": "Learning-rate range test: loss against a growing rate, and a suggestion.",
     "augment-preview": "A grid of training images and their augmented copies.",
+    "serve": "Explore runs in the browser: gallery, heatmaps on demand, your own images.",
 }
 
 
