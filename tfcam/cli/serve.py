@@ -63,6 +63,7 @@ def serve(path, host, port, open_browser, token, max_upload_mb) -> None:
             "token. Keep the token to yourself, or use --host 127.0.0.1", host
         )  # fmt: skip
     app = Explorer(runs, token=token, max_upload=int(max_upload_mb * 2**20))
+    next(iter(runs.runs.values())).warm()  # TensorFlow's import, before the first page asks
     _check_port(host, port)
     try:
         server = make_server(host, port, app, threaded=True, request_handler=_handler())

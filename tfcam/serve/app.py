@@ -11,7 +11,8 @@ TensorBoard's ``/data/plugin/tfcam/``; the pages use relative URLs):
                             ``true``, ``predicted``, ``min_p``, ``max_p``, ``sort``,
                             ``offset``, ``limit``) and the top confusions
 ``GET /api/methods``        JSON: the methods and layers that apply to a run
-``GET /api/photo``          PNG: an image as a person sees it (``run``, ``image``)
+``GET /api/photo``          PNG: an image as a person sees it (``run``, ``image``,
+                            ``size=thumb`` for the gallery's)
 ``GET /api/file``           a file of the run's data by its relative path (``run``, ``path``)
 ``GET /api/heatmap``        PNG overlay (``style=map``: the coloured map alone) or JSON
                             (``format=json``): ``run``, ``image``, ``method``, ``target``,
@@ -53,6 +54,8 @@ STATIC = ("index.html", "app.js", "style.css")
 #: How the heatmap is blended over the image in the PNG overlay.
 OVERLAY_ALPHA = 0.5
 COOKIE = "tfcam_token"
+#: Longer side of the gallery's thumbnails (``/api/photo?size=thumb``).
+THUMB_SIDE = 192
 
 
 @lru_cache(maxsize=4)
@@ -202,7 +205,10 @@ class Explorer:
 
         a = request.args
         run = self.runs.get(a.get("run"))
-        photo = run.photo(_required(a, "image"))
+        size = a.get("size", "full")
+        if size not in ("full", "thumb"):
+            raise UserError(f"Unknown size '{size}'. Choose from: full, thumb")
+        photo = run.photo(_required(a, "image"), THUMB_SIDE if size == "thumb" else None)
         return Response(encode_png(photo), mimetype="image/png",
                         headers={"Cache-Control": "max-age=3600"})  # fmt: skip
 

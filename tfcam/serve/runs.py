@@ -376,15 +376,28 @@ class ServedRun:
             return up.model_input, up.photo
         from tfcam.data.display import read_for_explanation
 
-        ex = self.explainer()
-        x, photo, _ = read_for_explanation(im.path, ex.input_size, ex.resize, _photo_side(im.path))
-        return x, photo
+        size, resize = self._input()
+        return read_for_explanation(im.path, size, resize, _photo_side(im.path))[:2]
 
-    def photo(self, image_id: str) -> np.ndarray:
-        """The image as a person sees it (uint8 RGB, longer side at most :data:`PHOTO_SIDE`)."""
+    def _input(self) -> tuple[tuple[int, int], str]:
+        """The model's input size and resize mode, from the run's config (no model loaded)."""
+        data = self.config.get("data", {})
+        side = int(data.get("image_size", 224))
+        return (side, side), str(data.get("resize", "stretch"))
+
+    def photo(self, image_id: str, longer_side: int | None = None) -> np.ndarray:
+        """The image as a person sees it (uint8 RGB, longer side at most :data:`PHOTO_SIDE`, or
+        ``longer_side``); reads no model."""
         im = self.image(image_id)
-        with self._model_lock:
-            return self._read(im)[1]
+        photo = self._read(im)[1]
+        if longer_side and max(photo.shape[:2]) > longer_side:
+            import cv2
+
+            h, w = photo.shape[:2]
+            scale = longer_side / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            photo = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        return photo
 
     def heatmap(
         self,
@@ -517,6 +530,16 @@ class ServedRun:
                 zip(self.class_names, map(float, known.probabilities), strict=True)
             ),
         }
+
+    def warm(self) -> None:
+        """Reads one image, so the first page's thumbnails do not wait for TensorFlow to load."""
+        for images in self._splits.values():
+            if images:
+                try:
+                    self.photo(images[0].id, 16)
+                except UserError:
+                    pass
+                return
 
     def close(self) -> None:
         self._upload_dir.cleanup()

@@ -89,7 +89,7 @@ async function loadGallery() {
   g.replaceChildren(...page.images.map((im, i) => {
     const wrong = im.true !== null && im.true !== im.predicted;
     const card = el("button", { class: "card", "data-id": im.id, title: im.path || im.id, onclick: () => open(i) },
-      el("img", { src: url("photo", { run: state.run.name, image: im.id }), alt: im.path || im.id, loading: "lazy" }),
+      el("img", { src: url("photo", { run: state.run.name, image: im.id, size: "thumb" }), alt: im.path || im.id, loading: "lazy" }),
       el("span", { class: "cap" }, el("span", { class: wrong ? "wrong" : "right" }, im.true ?? "?"),
         " → ", im.predicted ?? "?", ` ${(im.probability ?? 0).toFixed(2)}`));
     return card;
@@ -132,12 +132,11 @@ function open(i) {
 function showImage() {
   const im = state.current;
   const classes = state.run.classes;
-  const pick = $("target").value;
   const targets = [["", `predicted (${im.predicted})`], ...(im.true ? [[im.true, `true (${im.true})`]] : []),
     ...classes.map((c) => [c, c])];
-  options($("target"), targets, pick && classes.includes(pick) ? pick : "");
+  options($("target"), targets, "");  // a new image starts at its predicted class
   $("title").textContent = im.path || im.id;
-  if (!$("view").open) $("view").showModal();
+  if (!$("view").open) { $("view").showModal(); $("view").focus(); }
   render();
 }
 
@@ -156,10 +155,14 @@ async function render() {
   const target = $("target").value;
   let panels = [[state.run.name, method, target]];
   if ($("compare").checked) {
-    const methods = ["gradcam", "layercam", "scorecam", "integrated_gradients"].filter((m) => state.methods.some((x) => x.name === m));
-    const classes = [target || im.predicted, ...(im.true && im.true !== (target || im.predicted) ? [im.true] : [])];
-    panels = methods.includes(method) ? methods.map((m) => [state.run.name, m, target]) : [[state.run.name, method, target]];
-    if (classes.length > 1) panels.push([state.run.name, method, classes[1]]);
+    // The chosen method beside three others, for the same class; then the chosen method for the
+    // other class that matters (the true one when the prediction is wrong, else the predicted).
+    const others = ["gradcam", "layercam", "scorecam", "integrated_gradients"]
+      .filter((m) => m !== method && state.methods.some((x) => x.name === m)).slice(0, 3);
+    panels = [method, ...others].map((m) => [state.run.name, m, target]);
+    const shown = target || im.predicted;
+    const other = im.true && im.true !== shown ? im.true : (shown !== im.predicted ? im.predicted : null);
+    if (other) panels.push([state.run.name, method, other]);
   }
   if ($("other").value && $("other").value !== state.run.name && !im.id.startsWith("upload-")) {
     panels.push([$("other").value, method, target]);
@@ -235,7 +238,8 @@ function wire() {
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); upload(e.dataTransfer.files[0]); });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
   document.addEventListener("keydown", (e) => {
-    if (e.target.matches("input[type=number], select") && !["Escape"].includes(e.key)) return;
+    if (e.target.matches("input[type=number], input[type=text]") && e.key !== "Escape") return;
+    if (e.target.matches("select") && e.key.startsWith("Arrow")) return;
     const viewing = $("view").open;
     if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
       const step = e.key === "ArrowRight" ? 1 : -1;
@@ -243,9 +247,11 @@ function wire() {
       else select(state.sel + step);
       e.preventDefault();
     } else if (e.key === "Enter" && !viewing && state.sel >= 0) { open(state.sel); e.preventDefault(); }
-    else if (viewing && (e.key === "m" || e.key === "M")) cycle($("method"), e.key === "m" ? 1 : -1);
-    else if (viewing && (e.key === "c" || e.key === "C")) cycle($("target"), e.key === "c" ? 1 : -1);
-    else if (viewing && (e.key === "l" || e.key === "L")) cycle($("layer"), e.key === "l" ? 1 : -1);
+    else if (viewing && "mMcClL".includes(e.key) && e.key.length === 1) {
+      const select = { m: "method", c: "target", l: "layer" }[e.key.toLowerCase()];
+      cycle($(select), e.key === e.key.toLowerCase() ? 1 : -1);
+      e.preventDefault();
+    }
   });
 }
 
