@@ -46,6 +46,19 @@ def write_image(path: Path, array: np.ndarray, **save_kwargs) -> Path:
     return path
 
 
+def chromium() -> str:
+    """Debian's Chromium for the browser tests: skipped where it is missing, failed instead when
+    ``TFCAM_REQUIRE_BROWSER=1`` (as in ``.ci/run``)."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("TFCAM_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed but TFCAM_REQUIRE_BROWSER=1 (as in .ci/run)")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    return exe
+
+
 def run_cli(*args, **kwargs):
     """Invokes ``tfcam`` in-process with click's ``CliRunner`` (arguments made strings); returns
     the click ``Result`` (``exit_code``, ``output``, ``stdout``, ``stderr``, ``exception``).

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 import yaml
-from conftest import run_cli, write_image
+from conftest import chromium, run_cli, write_image
 
 from tfcam.report.safe import anchor, esc, href, link, markdown_code
 
@@ -197,15 +197,6 @@ def test_compare_links_are_relative_paths_not_javascript(tiny_run, tmp_path):
 # -- every page in a real browser -----------------------------------------------------------------
 
 
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("TFCAM_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is not installed but TFCAM_REQUIRE_BROWSER=1 (as in .ci/run)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    return exe
-
-
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """Two runs on hostile class folders and files, their reports, an explain page and a compare
@@ -282,7 +273,7 @@ def _local_file(url: str) -> Path:
 def test_hostile_names_never_run_in_a_browser(hostile, which):
     """No script runs, no handler attribute exists, each hostile name is visible text, and every
     link and image is a file that exists (``#id`` links: an element of the page)."""
-    exe = _chromium()
+    exe = chromium()
     from playwright.sync_api import sync_playwright
 
     path = hostile["pages"][which]

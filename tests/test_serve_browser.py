@@ -5,26 +5,16 @@ photo, keyboard navigation and a 420 px screen; a screenshot of each step is kep
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import chromium
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("TFCAM_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is not installed but TFCAM_REQUIRE_BROWSER=1 (as in .ci/run)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    return exe
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def test_explorer_walkthrough_in_headless_chromium(server, shapes_run, shared):
         shots.append(path)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))

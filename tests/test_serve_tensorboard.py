@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import chromium
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +88,7 @@ def test_tensorboard_lists_the_plugin_and_serves_a_heatmap(tensorboard, tiny_run
 
 
 def test_the_tensorboard_tab_shows_the_gallery(tensorboard):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("TFCAM_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is not installed but TFCAM_REQUIRE_BROWSER=1 (as in .ci/run)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    exe = chromium()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
