@@ -423,3 +423,44 @@ def test_serve_on_another_host_warns_and_needs_the_token(served):
         _, err = proc.communicate(timeout=60)
     assert "Listening on 0.0.0.0" in err
     time.sleep(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Over the epochs
+
+
+def test_kept_epoch_checkpoints_give_each_epochs_heatmap(tmp_path):
+    from werkzeug.test import Client
+
+    from tfcam.config import load_experiment
+    from tfcam.explain.api import explain
+    from tfcam.explain.engine import Explainer
+    from tfcam.explain.files import from_run
+    from tfcam.train.fit import fit
+
+    run = tmp_path / "run"
+    sets = ["train.keep_epoch_checkpoints=true", "train.fine_tune.epochs=1"]
+    fit(load_experiment("shapes_tiny", sets), run, verbose=0, report=False)
+    history = pd.read_csv(run / "history.csv")
+    kept = sorted(run.glob("checkpoints/epoch_*.weights.h5"))
+    assert len(kept) == len(history) == 3
+    c = Client(Explorer(RunSet.at(run)))
+    assert c.get("/api/runs").json["runs"][0]["epochs"] == [1, 2, 3]
+    final = c.get("/api/heatmap?image=val-0&format=json").json
+    first = c.get("/api/heatmap?image=val-0&epoch=1&format=json").json
+    # Independently: the run's model with epoch 1's weights.
+    src = from_run(run)
+    src.model.load_weights(run / "checkpoints" / "epoch_1.weights.h5")
+    from tfcam.data.pipeline import read_images
+
+    x = read_images([pd.read_csv(run / "predictions_val.csv")["path"][0]], 32)
+    want = explain(Explainer(src.model, class_names=src.class_names), x, "gradcam")
+    np.testing.assert_allclose(np.asarray(first["heatmap"]), want.heatmap[0], atol=2e-6)
+    assert first["score"] == pytest.approx(float(want.scores[0]), rel=1e-5)
+    assert first["score"] != pytest.approx(final["score"])
+    # The run's model is back to its final weights afterwards.
+    again = c.get("/api/heatmap?image=val-0&method=gradcam&target=circle&format=json").json
+    direct = from_run(run)
+    want = explain(Explainer(direct.model, class_names=direct.class_names), x, "gradcam",
+                   targets=["circle"])  # fmt: skip
+    np.testing.assert_allclose(np.asarray(again["heatmap"]), want.heatmap[0], atol=2e-6)

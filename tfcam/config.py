@@ -159,6 +159,9 @@ class TrainConfig:
     evaluate_splits: tuple[str, ...] = ("val", "test")
     #: Validation images in the per-epoch TensorBoard Grad-CAM panel (0: no panel).
     tensorboard_cams: int = 8
+    #: Keep the weights of every epoch (checkpoints/epoch_<E>.weights.h5) for the explorer's
+    #: heatmaps over the epochs (tfcam serve).
+    keep_epoch_checkpoints: bool = False
     seed: int = 42
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 

@@ -179,6 +179,32 @@ class BestCheckpoint(keras.callbacks.Callback):
             )
 
 
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights of every epoch as ``epoch_<E>.weights.h5`` (``train.keep_epoch_checkpoints``;
+    ``E`` counts from 1 across both phases), for the explorer's heatmaps over the epochs.
+
+    Args:
+        folder: The checkpoints folder.
+        model: The whole classifier (while phase 1 trains a head on cached features, the
+            head's weights are copied into it before this callback runs).
+        guard: The run's :class:`NaNGuard`; nothing is saved once it trips.
+    """
+
+    def __init__(self, folder: str | Path, model: keras.Model, guard: NaNGuard | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.whole = model
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.tripped_at is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"epoch_{epoch + 1}.weights.h5"
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.whole.save_weights(str(tmp), overwrite=True)
+
+
 def step_or_cosine_schedule(
     kind: str, base_lr: float, epochs: int, *, step_every: int = 10, gamma: float = 0.1
 ):

@@ -369,6 +369,8 @@ def _train(cfg, run, placement, splits, common, train_ds, val_ds, verbose) -> ke
             cb.BatchHistoryCSV(run.path / "batch_history.csv"),
             panels,
         ]
+        if t.keep_epoch_checkpoints:
+            cbs.append(cb.EpochCheckpoint(run.checkpoints, model, guard=guard))
         if t.early_stopping_patience:
             cbs.append(
                 keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience)
