@@ -31,6 +31,7 @@ COMMANDS = [
     "predict",
     "receptive-field",
     "report",
+    "serve",
 ]
 
 

@@ -47,8 +47,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve(path, host, port, open_browser, token, max_upload_mb) -> None:
     """Explore PATH (a run, a sweep or a folder of runs) in the browser: the gallery of its
     images, heatmaps of every method, layer and class on demand, your own photos."""  # fmt: skip
-    from werkzeug.serving import make_server
-
     from tfcam.cli.stderr import quiet_tensorflow
     from tfcam.serve.app import Explorer
     from tfcam.serve.runs import RunSet
@@ -64,12 +62,7 @@ def serve(path, host, port, open_browser, token, max_upload_mb) -> None:
         )  # fmt: skip
     app = Explorer(runs, token=token, max_upload=int(max_upload_mb * 2**20))
     next(iter(runs.runs.values())).warm()  # TensorFlow's import, before the first page asks
-    _check_port(host, port)
-    try:
-        server = make_server(host, port, app, threaded=True, request_handler=_handler())
-    except (OSError, SystemExit) as e:  # werkzeug exits by itself when the port is taken
-        reason = getattr(e, "strerror", None) or "address in use"
-        raise _cannot_listen(host, port, reason) from None
+    server = _server(host, port, app)
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{server.server_port}/" + (f"?token={token}" if token else "")
     names = ", ".join(runs.runs)
@@ -86,6 +79,17 @@ def serve(path, host, port, open_browser, token, max_upload_mb) -> None:
         server.server_close()
         runs.close()
     click.echo("tfcam explorer stopped")
+
+
+def _server(host: str, port: int, app):
+    """werkzeug's threaded server on ``host:port``, or one line (exit 2) when it cannot listen."""
+    from werkzeug.serving import make_server
+
+    _check_port(host, port)
+    try:
+        return make_server(host, port, app, threaded=True, request_handler=_handler())
+    except (OSError, SystemExit) as e:  # werkzeug exits by itself when the port is taken
+        raise _cannot_listen(host, port, getattr(e, "strerror", None) or "address in use") from None
 
 
 def _cannot_listen(host: str, port: int, reason: str) -> UserError:

@@ -45,7 +45,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tfcam.errors import UserError
-from tfcam.serve.runs import MAX_UPLOAD, NotFound, RunSet, TooLarge, as_json
+from tfcam.serve.paths import NotFound, TooLarge
+from tfcam.serve.runs import MAX_UPLOAD, RunSet, as_json
 
 log = logging.getLogger("tfcam")
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tfcam.errors import UserError, choices_message
+from tfcam.serve.paths import NotFound, TooLarge, find_runs, inside, photo_side
 
 #: Splits a run may have predictions for.
 SPLITS = ("val", "test", "train")
@@ -38,47 +39,12 @@ CACHE_ENTRIES = 256
 UPLOADS_KEPT = 64
 #: Largest upload accepted (bytes); ``tfcam serve --max-upload-mb`` changes it.
 MAX_UPLOAD = 20 * 1024 * 1024
-#: Longer side of the photo shown in the image view (pixels).
-PHOTO_SIDE = 512
 #: Sort orders of :meth:`ServedRun.images`.
 SORTS = ("index", "confidence", "-confidence", "wrong_first")
 #: Layer types that only rescale pixels: no CAM there.
 _PIXEL_LAYERS = ("Preprocess", "FillPadding", "Rescaling", "Normalization", "InputLayer")
 #: Filters of :meth:`ServedRun.images`.
 FILTERS = ("all", "correct", "misclassified", "confident_wrong")
-
-
-class NotFound(UserError):
-    """An unknown run, image or file: HTTP 404."""
-
-
-class TooLarge(UserError):
-    """An upload over the size limit: HTTP 413."""
-
-
-def find_runs(path: str | os.PathLike) -> list[Path]:
-    """The finished runs at ``path``: the run itself, or the runs one or two levels below it (a
-    folder of runs; a sweep's trials), sorted by name.
-
-    Raises:
-        UserError: Nothing there, or no finished run (``model.keras``) in it.
-    """
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise UserError(
-            f"Path '{path}' does not exist. Give a run directory, a sweep or a folder of runs"
-        )
-    if (root / "model.keras").is_file():
-        return [root]
-    found = sorted(
-        {p.parent for pattern in ("*/model.keras", "*/*/model.keras") for p in root.glob(pattern)}
-    )
-    if not found:
-        raise UserError(
-            f"No finished run in '{path}' (a run directory holds model.keras). Give a run "
-            "directory, a sweep or a folder of runs"
-        )
-    return found
 
 
 @dataclass
@@ -313,7 +279,7 @@ class ServedRun:
         not found."""
         if self.data_root is None or not rel:
             raise NotFound(f"No file '{rel}' in the data of run '{self.name}'")
-        return _inside(self.data_root, rel, f"the data of run '{self.name}'")
+        return inside(self.data_root, rel, f"the data of run '{self.name}'")
 
     # The model -------------------------------------------------------------------------------
     def explainer(self, score: str = "logit"):
@@ -377,7 +343,7 @@ class ServedRun:
         from tfcam.data.display import read_for_explanation
 
         size, resize = self._input()
-        return read_for_explanation(im.path, size, resize, _photo_side(im.path))[:2]
+        return read_for_explanation(im.path, size, resize, photo_side(im.path))[:2]
 
     def _input(self) -> tuple[tuple[int, int], str]:
         """The model's input size and resize mode, from the run's config (no model loaded)."""
@@ -506,7 +472,7 @@ class ServedRun:
                 ex = self.explainer()
                 try:
                     x, photo, _ = read_for_explanation(
-                        path, ex.input_size, ex.resize, _photo_side(path)
+                        path, ex.input_size, ex.resize, photo_side(path)
                     )
                 except UserError as e:
                     path.unlink(missing_ok=True)
@@ -545,15 +511,6 @@ class ServedRun:
         self._upload_dir.cleanup()
 
 
-def _photo_side(path: Path) -> int:
-    """The photo's longer side: :data:`PHOTO_SIDE`, or the image's own if smaller (a 32 px image
-    is not enlarged; the page scales it)."""
-    from tfcam.data.pipeline import stored_size
-
-    h, w = stored_size(str(path))
-    return PHOTO_SIDE if (h, w) == (1, 1) else min(PHOTO_SIDE, max(h, w))
-
-
 def _probabilities(out: np.ndarray) -> np.ndarray:
     """The model's outputs as probabilities (a softmax/sigmoid head already gives them)."""
     out = np.asarray(out, np.float64).reshape(-1)
@@ -564,21 +521,6 @@ def _probabilities(out: np.ndarray) -> np.ndarray:
         return out
     e = np.exp(out - out.max())
     return e / e.sum()
-
-
-def _inside(root: Path, rel: str, what: str) -> Path:
-    """``root / rel`` resolved, if it is a file inside ``root``; else :class:`NotFound`."""
-    shown = rel if len(rel) <= 80 else rel[:77] + "…"
-    if "\x00" in rel or rel.startswith(("/", "\\")) or ":" in rel.split("/")[0]:
-        raise NotFound(f"No file '{shown}' in {what}")
-    candidate = (root / rel).resolve()
-    try:
-        candidate.relative_to(root.resolve())
-    except ValueError:
-        raise NotFound(f"No file '{shown}' in {what}") from None
-    if not candidate.is_file():
-        raise NotFound(f"No file '{shown}' in {what}")
-    return candidate
 
 
 class RunSet:

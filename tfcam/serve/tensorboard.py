@@ -37,7 +37,7 @@ export async function render() {
 
 def runs_under(logdir: str | Path) -> list[Path]:
     """The finished runs TensorBoard's ``--logdir`` holds (empty when none)."""
-    from tfcam.serve.runs import find_runs
+    from tfcam.serve.paths import find_runs
 
     root = Path(logdir).expanduser()
     for candidate in (root, root.parent if root.name == "tensorboard" else None):
