@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, run_cli
 from PIL import Image
 
-from tfcam.serve.app import Explorer, colormap
+from tfcam.serve.app import Explorer
 from tfcam.serve.runs import RunSet
 
 
@@ -138,16 +138,22 @@ def test_heatmap_json_equals_the_python_api_and_the_png_is_its_colour_map(client
     assert j["score"] == pytest.approx(float(want.scores[0]), rel=1e-5)
     assert list(j["probabilities"]) == src.class_names
     np.testing.assert_allclose(list(j["probabilities"].values()), want.probabilities[0], atol=1e-6)
-    # style=map: each pixel is the colormap's entry for the map's value.
+    # style=map: the map placed in the photo's frame and coloured as tfcam explain colours it.
+    from tfcam.data.display import input_window
+    from tfcam.viz.overlay import colorize, place
+
+    stored = np.asarray(Image.open(df["path"][2]).convert("RGB"))
     r = client.get(f"/api/heatmap?run=tiny&image=val-2&method=gradcam&target={other}&style=map")
     assert r.mimetype == "image/png" and r.headers["X-Target"] == other
     png = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB"))
-    idx = np.clip(np.round(want.heatmap[0] * 255), 0, 255).astype(np.uint8)
-    assert (np.abs(png.astype(int) - colormap()[idx].astype(int)) <= 1).all()
-    # The overlay blends it over the image as the model saw it.
+    assert png.shape == stored.shape  # a small image is shown at its own size
+    window = input_window(stored.shape[:2], src.image_size, src.resize)
+    heat, _ = place(want.heatmap[0], window.input_box, window.image_box, stored.shape[:2])
+    assert (np.abs(png.astype(int) - colorize(heat).astype(int)) <= 1).all()
+    # The overlay blends it over the photo, half and half.
     r = client.get(f"/api/heatmap?run=tiny&image=val-2&method=gradcam&target={other}")
     overlay = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB")).astype(float)
-    blend = 0.5 * np.clip(x[0], 0, 255).round() + 0.5 * colormap()[idx]
+    blend = 0.5 * stored + 0.5 * colorize(heat)
     assert np.abs(overlay - blend).max() <= 1.01
     # Another layer and the probability score are honoured.
     layer = runs.get("tiny").layers()["layers"][0]
@@ -275,6 +281,13 @@ def test_upload_a_photo_then_explain_it(client, shared):
     assert r.status_code == 200 and r.json["target"] == j["predicted"]
     r2 = client.post("/api/upload?run=tiny", data={"file": (photo.open("rb"), "again.jpg")})
     assert r2.json["id"] == j["id"]  # the same bytes, the same id
+    # The page lays the map over the photo: both at the photo's own size and aspect.
+    shown = Image.open(io.BytesIO(client.get(f"/api/photo?run=tiny&image={j['id']}").data))
+    heat = client.get(f"/api/heatmap?run=tiny&image={j['id']}&method=gradcam&style=map")
+    stored = Image.open(photo)
+    assert Image.open(io.BytesIO(heat.data)).size == shown.size
+    assert max(shown.size) == min(512, max(stored.size))
+    assert abs(shown.size[0] / shown.size[1] - stored.size[0] / stored.size[1]) < 0.01
 
 
 @pytest.mark.parametrize(
@@ -464,3 +477,43 @@ def test_kept_epoch_checkpoints_give_each_epochs_heatmap(tmp_path):
     want = explain(Explainer(direct.model, class_names=direct.class_names), x, "gradcam",
                    targets=["circle"])  # fmt: skip
     np.testing.assert_allclose(np.asarray(again["heatmap"]), want.heatmap[0], atol=2e-6)
+
+
+def test_boxes_energy_in_the_box_and_the_evaluate_cams_table(client, served):
+    from tfcam.data.pipeline import stored_size
+    from tfcam.explain.metrics import (
+        box_to_input,
+        energy_pointing_game,
+        pointing_game,
+        read_boxes_csv,
+    )
+
+    runs, run, _, _ = served
+    served_run = runs.get("tiny")
+    df = _val(run)
+    root = Path(json.loads((run / "data_report.json").read_text())["root"])
+    boxes = read_boxes_csv(root / "boxes.csv")
+    # The copied images keep their names: the box is the original's.
+    original = next(k for k in boxes if k.endswith(Path(df["path"][1]).name))
+    served_run._boxes = {str(Path(df["path"][1]).resolve()): boxes[original]}
+    j = client.get("/api/heatmap?run=tiny&image=val-1&method=gradcam&format=json").json
+    x0, y0, x1, y1 = boxes[original]
+    h, w = stored_size(df["path"][1])
+    assert j["box"] == {"pixels": [x0, y0, x1, y1], "fraction": [x0 / w, y0 / h, x1 / w, y1 / h]}
+    b = np.array([box_to_input(boxes[original], (h, w), (32, 32), "stretch")])
+    maps = np.asarray(j["heatmap"], np.float32)[None]
+    assert j["quality"]["energy_in_box"] == pytest.approx(float(energy_pointing_game(maps, b)[0]))
+    assert j["quality"]["pointing_hit"] == bool(pointing_game(maps, b)[0])
+    # No box for an image the box table does not list, nor for uploads.
+    j = client.get("/api/heatmap?run=tiny&image=val-2&method=gradcam&format=json").json
+    assert j["box"] is None and j["quality"] is None
+    # The evaluate-cams table, once it has run.
+    assert client.get("/api/methods?run=tiny").json["evaluate_cams"] is None
+    r = run_cli("evaluate-cams", run, "-m", "gradcam", "--n", "6", "--no-road",
+                "--sanity-images", "2")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ev = client.get("/api/methods?run=tiny").json["evaluate_cams"]
+    table = json.loads((run / "evaluate_cams" / "metrics.json").read_text())
+    assert ev["n"] == table["n"] == 6 and ev["layer"] == table["layer"]
+    row = next(r for r in table["table"] if r["method"] == "gradcam")
+    assert ev["methods"]["gradcam"] == row and "center" in ev["methods"]

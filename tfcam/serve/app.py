@@ -35,7 +35,6 @@ import hmac
 import json
 import logging
 import mimetypes
-from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -52,31 +51,9 @@ log = logging.getLogger("tfcam")
 
 #: The explorer's own files (``tfcam/serve/static``), served by name only.
 STATIC = ("index.html", "app.js", "style.css")
-#: How the heatmap is blended over the image in the PNG overlay.
-OVERLAY_ALPHA = 0.5
 COOKIE = "tfcam_token"
 #: Longer side of the gallery's thumbnails (``/api/photo?size=thumb``).
 THUMB_SIDE = 192
-
-
-@lru_cache(maxsize=4)
-def colormap(name: str = "jet") -> np.ndarray:
-    """``uint8 [256, 3]``: a matplotlib colormap as a lookup table."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps[name]
-    return (cmap(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-
-
-def heatmap_png(image: np.ndarray, heatmap: np.ndarray, style: str = "overlay") -> bytes:
-    """The PNG of a heatmap: blended over ``image`` (``overlay``) or coloured alone (``map``)."""
-    from tfcam.viz.png import encode_png
-
-    coloured = colormap()[np.clip((heatmap * 255).round(), 0, 255).astype(np.uint8)]
-    if style == "map":
-        return encode_png(coloured)
-    blend = image.astype(np.float32) * (1 - OVERLAY_ALPHA) + coloured * OVERLAY_ALPHA
-    return encode_png(np.clip(blend.round(), 0, 255).astype(np.uint8))
 
 
 def _static(name: str) -> bytes:
@@ -199,7 +176,14 @@ class Explorer:
 
     def on_methods(self, request):
         run = self.runs.get(request.args.get("run"))
-        return _json({"run": run.name, "methods": run.methods(), **run.layers()})
+        return _json(
+            {
+                "run": run.name,
+                "methods": run.methods(),
+                **run.layers(),
+                "evaluate_cams": run.evaluation(),
+            }
+        )
 
     def on_photo(self, request):
         from tfcam.viz.png import encode_png
@@ -231,14 +215,18 @@ class Explorer:
         epoch = a.get("epoch")
         if epoch is not None and not epoch.isdigit():
             raise UserError(f"Invalid epoch '{epoch}' (a whole number)")
-        h = run.heatmap(
-            _required(a, "image"),
-            a.get("method", "gradcam"),
-            target=a.get("target") or None,
-            layer=a.get("layer") or None,
-            score=a.get("score", "logit"),
-            epoch=int(epoch) if epoch is not None else None,
-        )
+        options = {
+            "method": a.get("method", "gradcam"),
+            "target": a.get("target") or None,
+            "layer": a.get("layer") or None,
+            "score": a.get("score", "logit"),
+            "epoch": int(epoch) if epoch is not None else None,
+        }
+        image = _required(a, "image")
+        if fmt == "json":
+            h = run.heatmap(image, **options)
+        else:
+            h, png = run.heatmap_png(image, style, **options)
         if fmt == "json":
             return _json(
                 {
@@ -251,6 +239,8 @@ class Explorer:
                     "constant": h.constant,
                     "shape": list(h.heatmap.shape),
                     "heatmap": np.round(h.heatmap, 6).tolist(),
+                    "box": run.box_info(a["image"]),
+                    "quality": run.quality(h, a["image"]),
                     "probabilities": dict(
                         zip(run.class_names, map(float, h.probabilities), strict=True)
                     ),
@@ -261,8 +251,7 @@ class Explorer:
             "X-Score": f"{h.score:.6g}",
             "Cache-Control": "max-age=600",
         }
-        return Response(heatmap_png(h.image, h.heatmap, style), mimetype="image/png",
-                        headers=headers)  # fmt: skip
+        return Response(png, mimetype="image/png", headers=headers)
 
     def on_upload(self, request):
         run = self.runs.get(request.args.get("run"))

@@ -29,16 +29,21 @@ import numpy as np
 import pandas as pd
 
 from tfcam.errors import UserError, choices_message
-from tfcam.serve.paths import NotFound, TooLarge, find_runs, inside, photo_side
+from tfcam.serve import quality, uploads
+from tfcam.serve.paths import NotFound, find_runs, inside, photo_side
 
 #: Splits a run may have predictions for.
 SPLITS = ("val", "test", "train")
 #: Heatmaps kept per run (a 224 px map is 200 KB as float32: 256 of them about 50 MB).
 CACHE_ENTRIES = 256
+#: Decoded images kept per run (model input and photo: about 1.4 MB each at 224 px).
+READS_KEPT = 32
 #: Uploaded photos kept per run.
 UPLOADS_KEPT = 64
 #: Largest upload accepted (bytes); ``tfcam serve --max-upload-mb`` changes it.
 MAX_UPLOAD = 20 * 1024 * 1024
+#: How the heatmap is blended over the photo in the PNG overlay.
+OVERLAY_ALPHA = 0.5
 #: Sort orders of :meth:`ServedRun.images`.
 SORTS = ("index", "confidence", "-confidence", "wrong_first")
 #: Layer types that only rescale pixels: no CAM there.
@@ -62,8 +67,7 @@ class _Image:
 class Heatmap:
     """One computed heatmap, as cached."""
 
-    heatmap: np.ndarray  # float32 [H, W] in [0, 1]
-    image: np.ndarray  # uint8 [H, W, 3], the model's input
+    heatmap: np.ndarray  # float32 [H, W] in [0, 1], on the model's input
     probabilities: np.ndarray  # float32 [C]
     target: int
     score: float
@@ -76,6 +80,7 @@ class _Upload:
     image: _Image
     model_input: np.ndarray
     photo: np.ndarray
+    full_hw: tuple[int, int]
     probabilities: np.ndarray
 
 
@@ -138,6 +143,9 @@ class ServedRun:
         self._model_lock = threading.RLock()
         self._source = None
         self._explainers: dict[str, Any] = {}
+        self._boxes: dict | None = None
+        self._reads = _LRU(READS_KEPT)  # decoded images: switching method reads none again
+        self._pngs = _LRU(CACHE_ENTRIES)
         self._cache = _LRU(CACHE_ENTRIES)
         self._uploads = _LRU(UPLOADS_KEPT)
         self._upload_dir = tempfile.TemporaryDirectory(prefix="tfcam-serve-")
@@ -252,6 +260,31 @@ class ServedRun:
             "probability": im.probability,
         }
 
+    def box(self, image_id: str) -> tuple[int, int, int, int] | None:
+        """The target's box ``(x0, y0, x1, y1)`` in the stored image's pixels, where the run's
+        data has boxes (the ``shapes`` datasets' ``boxes.csv``); else None."""
+        if self._boxes is None:
+            self._boxes = quality.load_boxes(self._run)
+        if not self._boxes or image_id.startswith("upload-"):
+            return None
+        return self._boxes.get(str(self.image(image_id).path.resolve()))
+
+    def box_info(self, image_id: str) -> dict[str, list[float]] | None:
+        """The box as the API gives it: stored-image ``pixels`` and ``fraction`` of the photo."""
+        box = self.box(image_id)
+        return None if box is None else quality.box_info(box, self._read(self.image(image_id))[2])
+
+    def quality(self, h: Heatmap, image_id: str) -> dict[str, Any] | None:
+        """Energy in the box and the pointing game of one heatmap, where the image has a box."""
+        box = self.box(image_id)
+        if box is None:
+            return None
+        return quality.scores(h.heatmap, box, self._read(self.image(image_id))[2], *self._input())
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """The run's last ``tfcam evaluate-cams`` table, or None."""
+        return quality.evaluation(self.path)
+
     def image(self, image_id: str) -> _Image:
         """The image of an id (``val-12``, ``upload-…``).
 
@@ -335,15 +368,53 @@ class ServedRun:
         skip = {la.name for la in ex.model.layers if type(la).__name__ in _PIXEL_LAYERS}
         return {"default": default, "layers": [n for n in usable if n not in cut | skip]}
 
-    def _read(self, im: _Image) -> tuple[np.ndarray, np.ndarray]:
-        """(model input float32 [H, W, 3], photo uint8) of an image."""
+    def _read(self, im: _Image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(model input float32 [H, W, 3], photo uint8, the stored image's (height, width))."""
         if im.id.startswith("upload-"):
             up = self._uploads.get(im.id)
-            return up.model_input, up.photo
-        from tfcam.data.display import read_for_explanation
+            return up.model_input, up.photo, up.full_hw
+        hit = self._reads.get(im.id)
+        if hit is None:
+            from tfcam.data.display import read_for_explanation
 
+            size, resize = self._input()
+            hit = read_for_explanation(im.path, size, resize, photo_side(im.path))
+            self._reads.put(im.id, hit)
+        return hit
+
+    def heatmap_png(
+        self, image_id: str, style: str = "overlay", **options
+    ) -> tuple[Heatmap, bytes]:
+        """:meth:`heatmap` and its PNG as :meth:`drawn` draws it, both cached."""
+        from tfcam.viz.png import encode_png
+
+        h = self.heatmap(image_id, **options)
+        key = (image_id, style, tuple(sorted(options.items())))
+        png = self._pngs.get(key)
+        if png is None:
+            png = encode_png(self.drawn(image_id, h, style))
+            self._pngs.put(key, png)
+        return h, png
+
+    def drawn(self, image_id: str, h: Heatmap, style: str = "overlay") -> np.ndarray:
+        """The heatmap in the photo's own frame (uint8 RGB at the photo's size): blended over it
+        (``overlay``) or coloured alone (``map``, black where the model saw nothing of the photo,
+        as in ``crop`` mode), placed as ``tfcam explain`` places it for the run's resize mode."""
+        from tfcam.data.display import input_window
+        from tfcam.viz.overlay import colorize, place
+
+        _, photo, full_hw = self._read(self.image(image_id))
         size, resize = self._input()
-        return read_for_explanation(im.path, size, resize, photo_side(im.path))[:2]
+        window = input_window(full_hw, size, resize)
+        heat, inside = place(h.heatmap, window.input_box, window.image_box, photo.shape[:2])
+        colour = colorize(heat)
+        colour[~inside] = 0
+        if style == "map":
+            return colour
+        blend = photo.astype(np.float32) * (1 - OVERLAY_ALPHA) + colour * OVERLAY_ALPHA
+        out = np.clip(blend.round(), 0, 255).astype(np.uint8)
+        out[~inside] = photo[~inside]
+        return out
 
     def _input(self) -> tuple[tuple[int, int], str]:
         """The model's input size and resize mode, from the run's config (no model loaded)."""
@@ -413,7 +484,7 @@ class ServedRun:
                 layers = list(ex.resolve_layers(layer))
             elif layer is not None:
                 ex.resolve_layers(layer)  # checked, though this method does not use it
-            x, _ = self._read(im)
+            x = self._read(im)[0]
             result = self._explain(ex, x, method, target, layers, score, epoch)
             self._cache.put(key, result)
             return result
@@ -435,7 +506,6 @@ class ServedRun:
                 ex.model.set_weights(restore)
         return Heatmap(
             heatmap=np.asarray(e.heatmap[0], np.float32),
-            image=np.clip(np.asarray(x), 0, 255).round().astype(np.uint8),
             probabilities=np.asarray(e.probabilities[0], np.float32),
             target=int(e.targets[0]),
             score=float(e.scores[0]),
@@ -451,42 +521,18 @@ class ServedRun:
             TooLarge: Over ``limit`` bytes.
             UserError: Empty, or not an image the loader reads (its reason).
         """
-        if len(data) > limit:
-            raise TooLarge(
-                f"Upload of {len(data) / 2**20:.1f} MB is over the limit of {limit / 2**20:.0f} MB"
-            )
-        if not data:
-            raise UserError("Empty upload: send an image file (JPEG, PNG, BMP or GIF)")
+        uploads.check(data, limit)
         digest = hashlib.sha256(data).hexdigest()[:16]
         image_id = f"upload-{digest}"
         known = self._uploads.get(image_id)
         if known is None:
-            from tfcam.data.display import read_for_explanation
-
-            suffix = Path(filename).suffix.lower()
-            if suffix not in (".jpg", ".jpeg", ".png", ".bmp", ".gif"):
-                suffix = ".img"
-            path = Path(self._upload_dir.name) / f"{digest}{suffix}"
-            path.write_bytes(data)
             with self._model_lock:
-                ex = self.explainer()
-                try:
-                    x, photo, _ = read_for_explanation(
-                        path, ex.input_size, ex.resize, photo_side(path)
-                    )
-                except UserError as e:
-                    path.unlink(missing_ok=True)
-                    shown = Path(filename).name or "upload"
-                    reason = str(e).replace(str(path), shown)
-                    raise UserError(
-                        f"The upload '{shown}' is not an image tfcam reads: {reason}"
-                    ) from None
-                probs = np.asarray(ex.model(x[None], training=False))[0]
-            probs = _probabilities(probs)
-            predicted = self.class_names[int(np.argmax(probs))] if len(probs) > 1 else (
-                self.class_names[int(probs[0] > 0.5)])  # fmt: skip
+                path, x, photo, full_hw, probs = uploads.read(
+                    data, filename, Path(self._upload_dir.name) / digest, self.explainer()
+                )
+            predicted = self.class_names[int(np.argmax(probs))]
             im = _Image(image_id, path, None, predicted, float(np.max(probs)))
-            known = _Upload(im, x, photo, probs)
+            known = _Upload(im, x, photo, tuple(full_hw), probs)
             self._uploads.put(image_id, known)
         return {
             "id": image_id,
@@ -509,18 +555,6 @@ class ServedRun:
 
     def close(self) -> None:
         self._upload_dir.cleanup()
-
-
-def _probabilities(out: np.ndarray) -> np.ndarray:
-    """The model's outputs as probabilities (a softmax/sigmoid head already gives them)."""
-    out = np.asarray(out, np.float64).reshape(-1)
-    if out.size == 1:
-        p = float(out[0]) if 0 <= out[0] <= 1 else float(1 / (1 + np.exp(-out[0])))
-        return np.array([1 - p, p])
-    if out.min() >= 0 and abs(out.sum() - 1) < 1e-3:
-        return out
-    e = np.exp(out - out.max())
-    return e / e.sum()
 
 
 class RunSet:

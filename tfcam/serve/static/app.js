@@ -61,6 +61,7 @@ async function chooseRun(name) {
   options($("true"), [["", "any"], ...state.run.classes.map((c) => [c, c])], "");
   const m = await api("methods", { run: name });
   state.methods = m.methods; state.layers = m.layers; state.defaultLayer = m.default;
+  state.evaluation = m.evaluate_cams;
   options($("method"), m.methods.map((x) => [x.name, x.name]), "gradcam");
   for (const o of $("method").options) o.title = m.methods.find((x) => x.name === o.value).description;
   options($("layer"), m.layers.map((l) => [l, l === m.default ? `${l} (default)` : l]), m.default);
@@ -175,14 +176,20 @@ async function render() {
       try { await api("heatmap", heatmapParams(run, m, t)); } catch (e) { label.textContent = e.message; }
     });
     hm.src = url("heatmap", heatmapParams(run, m, t));
-    return el("div", { class: "panel" }, el("div", { class: "stack" },
-      el("img", { src: url("photo", { run: im.id.startsWith("upload-") ? state.run.name : run, image: im.id }), alt: im.path || im.id }), hm), label);
+    const photo = el("img", { src: url("photo", { run: im.id.startsWith("upload-") ? state.run.name : run, image: im.id }), alt: im.path || im.id });
+    const stack = el("div", { class: "stack" }, photo, hm);
+    // The stack takes the photo's aspect, so the map (drawn in the photo's frame) and the box sit on it exactly.
+    photo.addEventListener("load", () => { stack.style.aspectRatio = `${photo.naturalWidth} / ${photo.naturalHeight}`; });
+    return el("div", { class: "panel" }, stack, label);
   }));
   status("computing…");
   try {
     const j = await api("heatmap", { ...heatmapParams(state.run.name, method, target), format: "json" });
     drawProbs(j.probabilities, j.target);
-    status(`${method} for ${j.target}: score ${j.score.toFixed(3)}${j.layer ? " at " + j.layer : ""}${j.constant ? " (constant map: nothing supports the class there)" : ""}`);
+    drawBox(j.box);
+    const q = j.quality ? ` · energy in the box ${j.quality.energy_in_box.toFixed(2)}, pointing ${j.quality.pointing_hit ? "hit" : "miss"}` : "";
+    status(`${method} for ${j.target}: score ${j.score.toFixed(3)}${j.layer ? " at " + j.layer : ""}${q}${j.constant ? " (constant map: nothing supports the class there)" : ""}`);
+    drawEvaluation(method);
   } catch (e) { status(""); say(e.message); }
 }
 
@@ -193,6 +200,28 @@ function drawProbs(probs, target) {
     el("div", { class: "bar-bg" }, el("div", { class: "bar-fg", style: `width:${(100 * p).toFixed(1)}%` })),
     el("span", {}, p.toFixed(3)),
   ]));
+}
+
+function drawBox(box) {
+  for (const b of document.querySelectorAll(".box")) b.remove();
+  if (!box) return;
+  const [x0, y0, x1, y1] = box.fraction;
+  for (const stack of document.querySelectorAll("#panels .stack")) {
+    stack.append(el("div", { class: "box", title: "the target's box",
+      style: `left:${100 * x0}%;top:${100 * y0}%;width:${100 * (x1 - x0)}%;height:${100 * (y1 - y0)}%` }));
+  }
+}
+
+function drawEvaluation(method) {
+  const ev = state.evaluation;
+  const row = ev && ev.methods[method];
+  const box = $("evaluation");
+  if (!row) { box.replaceChildren(); return; }
+  const cells = Object.keys(ev.columns).filter((c) => c in row && row[c] !== null && c !== "seconds");
+  box.replaceChildren(
+    el("p", {}, `tfcam evaluate-cams on ${ev.n} ${ev.split} images at ${ev.layer}: ${method}`),
+    el("table", {}, el("tr", {}, ...cells.map((c) => el("th", { title: `${ev.columns[c]} is better` }, c.replaceAll("_", " ")))),
+      el("tr", {}, ...cells.map((c) => el("td", {}, typeof row[c] === "number" ? row[c].toFixed(3) : String(row[c]))))));
 }
 
 function cycle(select, step) {
