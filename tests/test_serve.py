@@ -517,3 +517,33 @@ def test_boxes_energy_in_the_box_and_the_evaluate_cams_table(client, served):
     assert ev["n"] == table["n"] == 6 and ev["layer"] == table["layer"]
     row = next(r for r in table["table"] if r["method"] == "gradcam")
     assert ev["methods"]["gradcam"] == row and "center" in ev["methods"]
+
+
+# --------------------------------------------------------------------------------------------
+# Runs side by side
+
+
+def test_runs_side_by_side_explain_the_same_file(served, tmp_path):
+    """Ids are rows of each run's predictions: ``of=RUN`` finds the other run's row of the file."""
+    from werkzeug.test import Client
+
+    _, run, _, _ = served
+    other = tmp_path / "runs" / "other"
+    shutil.copytree(run, other)
+    p = other / "predictions_val.csv"
+    df = pd.read_csv(p)
+    df.iloc[::-1].to_csv(p, index=False)  # the same files in the opposite order
+    runs = RunSet([run, other])
+    c = Client(Explorer(runs))
+    assert [r["name"] for r in c.get("/api/runs").json["runs"]] == ["tiny", "other"]
+    n = len(df)
+    side = c.get("/api/heatmap?run=other&image=val-0&of=tiny&format=json").json
+    own = c.get(f"/api/heatmap?run=other&image=val-{n - 1}&format=json").json
+    assert side["image"] == f"val-{n - 1}" and side["heatmap"] == own["heatmap"]
+    r = c.get("/api/heatmap?run=other&image=val-0&of=nope")
+    assert r.status_code == 404 and "Unknown run 'nope'" in r.json["error"]
+    (other / "predictions_val.csv").write_text(df.iloc[1:].to_csv(index=False))
+    runs = RunSet([run, other])
+    r = Client(Explorer(runs)).get("/api/heatmap?run=other&image=val-0&of=tiny")
+    assert r.status_code == 404 and "has no image" in r.json["error"]
+    runs.close()

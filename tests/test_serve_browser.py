@@ -5,6 +5,7 @@ photo, keyboard navigation and a 420 px screen; a screenshot of each step is kep
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -18,13 +19,16 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def server(shapes_run):
+def server(shapes_run, tmp_path_factory):
+    """The demo run and a copy of it ("again"), as ``tfcam serve`` serves a folder of runs."""
     from werkzeug.serving import make_server
 
     from tfcam.serve.app import Explorer
     from tfcam.serve.runs import RunSet
 
-    runs = RunSet.at(shapes_run)
+    again = tmp_path_factory.mktemp("second") / "again"
+    shutil.copytree(shapes_run, again, ignore=shutil.ignore_patterns(".lock", "report"))
+    runs = RunSet([shapes_run, again])
     srv = make_server("127.0.0.1", 0, Explorer(runs), threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -121,6 +125,14 @@ def test_explorer_walkthrough_in_headless_chromium(server, shapes_run, shared):
         assert labels[0].startswith("gradcam++") and any("layercam" in x for x in labels)
         shot(page, "6_side_by_side")
         page.uncheck("#compare")
+        # Runs side by side: the same image explained by the other run (a copy: the same map).
+        page.select_option("#other", "again")
+        page.wait_for_function("document.querySelectorAll('.panel').length === 2")
+        _wait_heatmaps(page)
+        labels = page.eval_on_selector_all(".panel .label", "els => els.map(e => e.textContent)")
+        assert labels[1].startswith("again · gradcam++")
+        shot(page, "6b_two_runs")
+        page.select_option("#other", "")
         page.keyboard.press("Escape")
         # Upload a photo: predicted and explained like a gallery image.
         page.set_input_files("#file", str(photo))

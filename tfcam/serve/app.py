@@ -16,7 +16,8 @@ TensorBoard's ``/data/plugin/tfcam/``; the pages use relative URLs):
 ``GET /api/file``           a file of the run's data by its relative path (``run``, ``path``)
 ``GET /api/heatmap``        PNG overlay (``style=map``: the coloured map alone) or JSON
                             (``format=json``): ``run``, ``image``, ``method``, ``target``,
-                            ``layer``, ``score``, ``epoch``
+                            ``layer``, ``score``, ``epoch``; ``of=RUN2``: ``image`` is an id
+                            of run ``RUN2``, explained by ``run`` (runs side by side)
 ``POST /api/upload``        multipart ``file``: JSON with the new image id and the prediction
 ==========================  =================================================================
 
@@ -223,6 +224,8 @@ class Explorer:
             "epoch": int(epoch) if epoch is not None else None,
         }
         image = _required(a, "image")
+        if a.get("of") and a.get("of") != run.name:  # another run's image, by its file
+            image = run.same_image(self.runs.get(a.get("of")), image)
         if fmt == "json":
             h = run.heatmap(image, **options)
         else:
@@ -231,7 +234,7 @@ class Explorer:
             return _json(
                 {
                     "run": run.name,
-                    "image": a.get("image"),
+                    "image": image,
                     "method": a.get("method", "gradcam"),
                     "layer": h.layer,
                     "target": run.class_names[h.target],

@@ -20,7 +20,6 @@ import json
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import pandas as pd
 
 from tfcam.errors import UserError, choices_message
 from tfcam.serve import quality, uploads
+from tfcam.serve.cache import LRU
 from tfcam.serve.paths import NotFound, find_runs, inside, photo_side
 
 #: Splits a run may have predictions for.
@@ -84,27 +84,6 @@ class _Upload:
     probabilities: np.ndarray
 
 
-class _LRU:
-    def __init__(self, size: int):
-        self.size = size
-        self.data: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        return None
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.data[key] = value
-            self.data.move_to_end(key)
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-
-
 @dataclass
 class ServedRun:
     """One run as the explorer serves it (files read at once; the model when first needed)."""
@@ -144,10 +123,11 @@ class ServedRun:
         self._source = None
         self._explainers: dict[str, Any] = {}
         self._boxes: dict | None = None
-        self._reads = _LRU(READS_KEPT)  # decoded images: switching method reads none again
-        self._pngs = _LRU(CACHE_ENTRIES)
-        self._cache = _LRU(CACHE_ENTRIES)
-        self._uploads = _LRU(UPLOADS_KEPT)
+        self._by_path: dict[str, str] | None = None
+        self._reads = LRU(READS_KEPT)  # decoded images: switching method reads none again
+        self._pngs = LRU(CACHE_ENTRIES)
+        self._cache = LRU(CACHE_ENTRIES)
+        self._uploads = LRU(UPLOADS_KEPT)
         self._upload_dir = tempfile.TemporaryDirectory(prefix="tfcam-serve-")
 
     # What the run holds ----------------------------------------------------------------------
@@ -305,6 +285,27 @@ class ServedRun:
             f"Unknown image '{image_id}' in run '{self.name}'. Use an id from /api/images "
             f"(like {next(iter(self._splits), 'val')}-0)"
         )
+
+    def same_image(self, other: ServedRun, image_id: str) -> str:
+        """This run's id of the file that is image ``image_id`` of run ``other`` (runs side by
+        side: ids are rows of each run's own predictions).
+
+        Raises:
+            NotFound: This run has no such file among its splits.
+        """
+        path = other.image(image_id).path
+        if self._by_path is None:
+            self._by_path = {}
+            for images in self._splits.values():
+                for im in images:
+                    self._by_path.setdefault(str(im.path.resolve()), im.id)
+        found = self._by_path.get(str(path.resolve()))
+        if found is None:
+            raise NotFound(
+                f"Run '{self.name}' has no image '{path.name}' (image '{image_id}' of run "
+                f"'{other.name}') among its predictions"
+            )
+        return found
 
     def data_file(self, rel: str) -> Path:
         """A file of the run's data folder by its path relative to it (what ``/api/images``

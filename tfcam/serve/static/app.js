@@ -143,6 +143,10 @@ function showImage() {
 
 function heatmapParams(run, method, target) {
   const p = { run, image: state.current.id, method, target, score: $("score").value, style: "map" };
+  if (run !== state.run.name) {  // the same file, as the other run lists it, at its own default layer
+    p.of = state.run.name;
+    return p;
+  }
   if (state.layers.length && $("layer").value !== state.defaultLayer) p.layer = $("layer").value;
   const epochs = state.run.epochs || [];
   const e = Number($("epoch").value);
@@ -176,7 +180,7 @@ async function render() {
       try { await api("heatmap", heatmapParams(run, m, t)); } catch (e) { label.textContent = e.message; }
     });
     hm.src = url("heatmap", heatmapParams(run, m, t));
-    const photo = el("img", { src: url("photo", { run: im.id.startsWith("upload-") ? state.run.name : run, image: im.id }), alt: im.path || im.id });
+    const photo = el("img", { src: url("photo", { run: state.run.name, image: im.id }), alt: im.path || im.id });
     const stack = el("div", { class: "stack" }, photo, hm);
     // The stack takes the photo's aspect, so the map (drawn in the photo's frame) and the box sit on it exactly.
     photo.addEventListener("load", () => { stack.style.aspectRatio = `${photo.naturalWidth} / ${photo.naturalHeight}`; });
