@@ -124,6 +124,7 @@ class ServedRun:
         self._explainers: dict[str, Any] = {}
         self._boxes: dict | None = None
         self._by_path: dict[str, str] | None = None
+        self._final_weights: list | None = None
         self._reads = LRU(READS_KEPT)  # decoded images: switching method reads none again
         self._pngs = LRU(CACHE_ENTRIES)
         self._cache = LRU(CACHE_ENTRIES)
@@ -342,10 +343,10 @@ class ServedRun:
     def methods(self) -> list[dict[str, str]]:
         """The methods of ``--list-methods`` that apply to this run's model."""
         from tfcam.explain.methods import ATTENTION, TABLE
+        from tfcam.models.registry import BACKBONES
 
-        transformer = (self.config.get("model", {}).get("backbone") or "").startswith(
-            ("vit", "dinov2")
-        )
+        row = BACKBONES.get(self.config.get("model", {}).get("backbone") or "")
+        transformer = bool(row and row.transformer)
         return [
             {"name": m.name, "kind": m.kind, "description": m.description}
             for m in TABLE.values()
@@ -496,7 +497,9 @@ class ServedRun:
         restore = None
         try:
             if epoch is not None:
-                restore = [w.numpy() for w in ex.model.weights]
+                if self._final_weights is None:  # the trained model's, copied once
+                    self._final_weights = [w.numpy() for w in ex.model.weights]
+                restore = self._final_weights
                 ex.model.load_weights(self._run.checkpoints / f"epoch_{epoch}.weights.h5")
             options = {"targets": target}
             if layers is not None:
